@@ -1,0 +1,76 @@
+"""Model registry: every model of the survey, by name, with what it is built from.
+
+`build(name, **overrides) -> (module, config)` instantiates an implemented model. `SURVEY` lists
+all of the survey's models with their feature extractor, objective, masking and status; README's
+model table is generated from it (`python -m plmjax.models.registry`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+from plmjax.models import bert, gpt
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  name: str
+  paper: str
+  extractor: str
+  objective: str
+  masking: str
+  config: Optional[Callable] = None      # **overrides -> config dataclass (None: not built yet)
+  module: Optional[type] = None
+  status: str = "planned"
+
+
+SURVEY: dict[str, ModelSpec] = {s.name: s for s in [
+    ModelSpec("elmo", "Peters et al. 2018", "BiLSTM + char-CNN", "bidirectional LM (two directions)", "-"),
+    ModelSpec("ulmfit", "Howard & Ruder 2018", "AWD-LSTM", "causal LM", "-"),
+    ModelSpec("siatl", "Chronopoulou et al. 2019", "LSTM", "causal LM + auxiliary LM loss", "-"),
+    ModelSpec("gpt1", "Radford et al. 2018", "Transformer decoder (post-LN)", "causal LM", "-",
+              gpt.gpt1, gpt.GPT, "implemented"),
+    ModelSpec("gpt2", "Radford et al. 2019", "Transformer decoder (pre-LN)", "causal LM", "-",
+              gpt.gpt2, gpt.GPT, "implemented"),
+    ModelSpec("bert", "Devlin et al. 2019", "Transformer encoder (post-LN)", "MLM + NSP", "subword 15%, 80/10/10",
+              bert.bert_base, bert.Bert, "implemented"),
+    ModelSpec("bert_wwm", "Cui et al. 2019", "Transformer encoder", "MLM + NSP", "whole word"),
+    ModelSpec("roberta", "Liu et al. 2019", "Transformer encoder", "MLM (dynamic), no NSP", "subword, dynamic",
+              bert.roberta_base, bert.Bert, "implemented"),
+    ModelSpec("spanbert", "Joshi et al. 2020", "Transformer encoder", "MLM + span boundary objective", "geometric span"),
+    ModelSpec("mass", "Song et al. 2019", "Transformer encoder-decoder", "masked seq2seq", "contiguous span"),
+    ModelSpec("unilm", "Dong et al. 2019", "Transformer encoder", "bi / l2r / r2l / seq2seq LM", "subword, per-mode attention masks"),
+    ModelSpec("ernie1", "Sun et al. 2019a", "Transformer encoder", "MLM", "subword -> phrase -> entity"),
+    ModelSpec("ernie_thu", "Zhang et al. 2019", "Transformer encoder + knowledge encoder", "MLM + entity alignment", "subword + entity"),
+    ModelSpec("mtdnn", "Liu et al. 2019", "Transformer encoder", "multi-task fine-tuning", "-"),
+    ModelSpec("ernie2", "Sun et al. 2020", "Transformer encoder", "continual multi-task pretraining", "subword, phrase, entity"),
+    ModelSpec("transformer_xl", "Dai et al. 2019", "Transformer-XL (relative, memory)", "causal LM", "-"),
+    ModelSpec("xlnet", "Yang et al. 2019", "Transformer-XL, two-stream", "permutation LM", "n-gram span targets"),
+]}
+
+
+def build(name: str, **overrides):
+  """-> (flax module, config). Unknown names and unbuilt models are errors that say so."""
+  if name not in SURVEY:
+    raise KeyError(f"unknown model {name!r}; known: {sorted(SURVEY)}")
+  spec = SURVEY[name]
+  if spec.config is None:
+    raise NotImplementedError(f"model {name!r} is listed in the survey but not implemented yet")
+  fields = {f.name for f in dataclasses.fields(spec.config())}
+  unknown = sorted(set(overrides) - fields)
+  if unknown:
+    raise KeyError(f"model {name!r}: unknown config keys {unknown}; valid: {sorted(fields)}")
+  cfg = spec.config(**overrides)
+  return spec.module(cfg), cfg
+
+
+def markdown_table() -> str:
+  rows = ["| model | paper | feature extractor | objective | masking | status |",
+          "|---|---|---|---|---|---|"]
+  for s in SURVEY.values():
+    rows.append(f"| {s.name} | {s.paper} | {s.extractor} | {s.objective} | {s.masking} | {s.status} |")
+  return "\n".join(rows)
+
+
+if __name__ == "__main__":
+  print(markdown_table())

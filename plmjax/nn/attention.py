@@ -1,0 +1,161 @@
+"""Multi-head scaled dot-product attention.
+
+Every attention in plmjax goes through `dot_product_attention` below, which calls
+`jax.nn.dot_product_attention` (the fused cuDNN kernel on GPU when allowed, XLA elsewhere) unless
+attention dropout is active, in which case it takes the explicit einsum path (the fused kernels have
+no dropout). The einsum path is also the reference the tests compare the fused path against.
+
+Shapes: B batch, T query length, S key length, N heads, D head dim, E embed.
+Masks are boolean, True = may attend, broadcastable to [B, N, T, S].
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Dtype = Any
+
+# --------------------------------------------------------------------------------------------------
+# Mask builders (True = visible)
+
+
+def padding_mask(attention_mask: Array) -> Array:
+  """[B, S] 1/0 key mask -> [B, 1, 1, S] boolean."""
+  return attention_mask.astype(bool)[:, None, None, :]
+
+
+def causal_mask(q_len: int, k_len: Optional[int] = None, offset: Array | int = 0) -> Array:
+  """[1, 1, T, S]: query i (at absolute position offset + i) sees keys j <= offset + i."""
+  k_len = q_len if k_len is None else k_len
+  q_pos = jnp.arange(q_len)[:, None] + offset
+  k_pos = jnp.arange(k_len)[None, :]
+  return (k_pos <= q_pos)[None, None]
+
+
+def combine_masks(*masks: Optional[Array]) -> Optional[Array]:
+  """Logical AND of the masks that are not None (broadcasting); None if all are None."""
+  masks = [m for m in masks if m is not None]
+  if not masks:
+    return None
+  out = masks[0]
+  for m in masks[1:]:
+    out = jnp.logical_and(out, m)
+  return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The attention function
+
+
+def einsum_attention(q: Array, k: Array, v: Array, mask: Optional[Array] = None,
+                     bias: Optional[Array] = None, *, scale: Optional[float] = None,
+                     dropout_rate: float = 0.0, dropout_rng: Optional[Array] = None,
+                     return_weights: bool = False):
+  """Reference attention. q [B,T,N,D], k/v [B,S,N,D] -> [B,T,N,D] (and weights [B,N,T,S])."""
+  scale = q.shape[-1] ** -0.5 if scale is None else scale
+  logits = jnp.einsum("btnd,bsnd->bnts", q, k).astype(jnp.float32) * scale
+  if bias is not None:
+    logits = logits + bias.astype(jnp.float32)
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  weights = jax.nn.softmax(logits, axis=-1)
+  if dropout_rate > 0.0 and dropout_rng is not None:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+    weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+  out = jnp.einsum("bnts,bsnd->btnd", weights.astype(v.dtype), v)
+  return (out, weights) if return_weights else out
+
+
+def dot_product_attention(q: Array, k: Array, v: Array, mask: Optional[Array] = None,
+                          bias: Optional[Array] = None, *, scale: Optional[float] = None,
+                          dropout_rate: float = 0.0, dropout_rng: Optional[Array] = None,
+                          implementation: Optional[str] = None) -> Array:
+  """Dispatch: einsum when dropout is active or `implementation == "einsum"`, else the fused
+  `jax.nn.dot_product_attention` with `implementation` in {None (auto), "xla", "cudnn"}."""
+  if implementation == "einsum" or (dropout_rate > 0.0 and dropout_rng is not None):
+    return einsum_attention(q, k, v, mask, bias, scale=scale, dropout_rate=dropout_rate,
+                            dropout_rng=dropout_rng)
+  if mask is not None:
+    mask = jnp.broadcast_to(mask, (q.shape[0], q.shape[2], q.shape[1], k.shape[1]))
+  if bias is not None:
+    bias = bias.astype(q.dtype)
+  return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=scale,
+                                      implementation=implementation)
+
+
+# --------------------------------------------------------------------------------------------------
+# The module
+
+
+def dense_init(std: float) -> Callable:
+  return nn.initializers.normal(stddev=std)
+
+
+class MultiHeadAttention(nn.Module):
+  """Self- or cross-attention with separate q/k/v projections and an optional KV cache.
+
+  Params (logical axes): query/key/value kernel [E, N, D] ('embed', 'heads', 'kv'),
+  out kernel [N, D, E] ('heads', 'kv', 'embed').
+
+  With `decode=True` the module keeps `cached_key`/`cached_value` [B, S_max, N, D] and
+  `cache_index` in the 'cache' collection; each call appends its keys at `cache_index` and its
+  queries see every cached key at or before their own position (causal over the cache). The cache
+  is created by `init` (or by a first `apply(..., mutable=['cache'])`) on an input of shape
+  [B, S_max] with `decode=True`.
+  """
+  num_heads: int
+  head_dim: int
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  dropout_rate: float = 0.0
+  init_std: float = 0.02
+  use_bias: bool = True
+  implementation: Optional[str] = None
+
+  @nn.compact
+  def __call__(self, x: Array, context: Optional[Array] = None, mask: Optional[Array] = None,
+               bias: Optional[Array] = None, *, train: bool = False, decode: bool = False) -> Array:
+    context = x if context is None else context
+    features = x.shape[-1]
+
+    def proj(name, axes, in_ax):
+      return nn.DenseGeneral(
+          features=(self.num_heads, self.head_dim) if in_ax == -1 else features,
+          axis=in_ax, use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
+          kernel_init=nn.with_logical_partitioning(dense_init(self.init_std), axes),
+          bias_init=nn.with_logical_partitioning(
+              nn.initializers.zeros, axes[-2:] if in_ax == -1 else axes[-1:]),
+          name=name)
+
+    q = proj("query", ("embed", "heads", "kv"), -1)(x)        # [B, T, N, D]
+    k = proj("key", ("embed", "heads", "kv"), -1)(context)    # [B, S, N, D]
+    v = proj("value", ("embed", "heads", "kv"), -1)(context)  # [B, S, N, D]
+
+    if decode:
+      k, v, cache_mask = self._update_cache(k, v)
+      mask = combine_masks(mask, cache_mask)
+
+    rate = self.dropout_rate if train else 0.0
+    rng = self.make_rng("dropout") if rate > 0.0 else None
+    out = dot_product_attention(q, k, v, mask, bias, dropout_rate=rate, dropout_rng=rng,
+                                implementation=self.implementation)   # [B, T, N, D]
+    return proj("out", ("heads", "kv", "embed"), (-2, -1))(out)    # [B, T, E]
+
+  def _update_cache(self, k: Array, v: Array):
+    """Writes k/v [B, L, N, D] at cache_index; returns the full cache and its causal mask."""
+    is_init = not self.has_variable("cache", "cached_key")
+    ck = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+    cv = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+    idx = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+    if is_init:   # init call: shapes only; the cache length is the init input's length
+      return k, v, None
+    length = k.shape[1]
+    ck.value = jax.lax.dynamic_update_slice(ck.value, k.astype(ck.value.dtype), (0, idx.value, 0, 0))
+    cv.value = jax.lax.dynamic_update_slice(cv.value, v.astype(cv.value.dtype), (0, idx.value, 0, 0))
+    mask = causal_mask(length, ck.value.shape[1], offset=idx.value)   # [1, 1, L, S_max]
+    idx.value = idx.value + length
+    return ck.value, cv.value, mask

@@ -1,0 +1,190 @@
+"""Transformer blocks and layer stacks.
+
+A block is post-LN (BERT, GPT-1: x = LN(x + f(x))) or pre-LN (GPT-2: x = x + f(LN(x))). A stack
+applies `num_layers` blocks either with `nn.scan` (one compiled block, params stacked on a leading
+'layers' axis; the default, so compile time does not grow with depth) or unrolled (`layers_0`,
+`layers_1`, ...), optionally rematerialised. `stack_layer_params` / `unstack_layer_params` convert
+between the two layouts.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from plmjax.nn.attention import MultiHeadAttention, dense_init
+
+Array = jax.Array
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),   # exact erf GELU (BERT)
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),  # tanh approximation (GPT, gelu_new)
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+}
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": "full",   # save nothing, recompute the whole block
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Fields every Transformer-stack model shares; model families extend this dataclass."""
+  vocab_size: int = 30522
+  hidden_size: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  mlp_dim: int = 3072
+  max_len: int = 512
+  activation: str = "gelu"
+  ln_eps: float = 1e-12
+  pre_ln: bool = False
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.1
+  init_std: float = 0.02
+  dtype: str = "float32"          # compute dtype; params are always param_dtype
+  param_dtype: str = "float32"
+  scan_layers: bool = True
+  remat_policy: str = "none"      # one of REMAT_POLICIES
+  attention_impl: Optional[str] = None   # None (auto) | "xla" | "cudnn" | "einsum"
+
+  def __post_init__(self):
+    if self.hidden_size % self.num_heads:
+      raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"activation={self.activation!r}: expected one of {sorted(ACTIVATIONS)}")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"remat_policy={self.remat_policy!r}: expected one of {sorted(REMAT_POLICIES)}")
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  @property
+  def jnp_dtype(self):
+    return jnp.dtype(self.dtype)
+
+  @property
+  def jnp_param_dtype(self):
+    return jnp.dtype(self.param_dtype)
+
+  def replace(self, **kw):
+    return dataclasses.replace(self, **kw)
+
+
+def layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=cfg.ln_eps, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype,
+                      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+                      name=name)
+
+
+def dense(cfg: TransformerConfig, features: int, axes: tuple[str, str], name: str) -> nn.Dense:
+  return nn.Dense(features, dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype,
+                  kernel_init=nn.with_logical_partitioning(dense_init(cfg.init_std), axes),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[-1:]),
+                  name=name)
+
+
+class MLP(nn.Module):
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    cfg = self.cfg
+    h = dense(cfg, cfg.mlp_dim, ("embed", "mlp"), "wi")(x)                       # [B, T, F]
+    h = nn.with_logical_constraint(ACTIVATIONS[cfg.activation](h), ("batch", "length", "mlp"))
+    return dense(cfg, x.shape[-1], ("mlp", "embed"), "wo")(h)                     # [B, T, E]
+
+
+class Block(nn.Module):
+  """One Transformer layer. `__call__(x, mask) -> (x, x or None)` so that `nn.scan` can stack it:
+  the carry is the hidden state, the per-layer output is collected when `collect` is set."""
+  cfg: TransformerConfig
+  train: bool = False
+  decode: bool = False
+  collect: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Optional[Array]):
+    cfg = self.cfg
+    attn = MultiHeadAttention(num_heads=cfg.num_heads, head_dim=cfg.head_dim, dtype=cfg.jnp_dtype,
+                              param_dtype=cfg.jnp_param_dtype,
+                              dropout_rate=cfg.attention_dropout_rate, init_std=cfg.init_std,
+                              implementation=cfg.attention_impl, name="attention")
+    drop = nn.Dropout(cfg.dropout_rate, deterministic=not self.train)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+    if cfg.pre_ln:
+      x = x + drop(attn(layer_norm(cfg, "ln_attention")(x), mask=mask, train=self.train,
+                        decode=self.decode))
+      x = x + drop(MLP(cfg, name="mlp")(layer_norm(cfg, "ln_mlp")(x), self.train))
+    else:
+      x = layer_norm(cfg, "ln_attention")(
+          x + drop(attn(x, mask=mask, train=self.train, decode=self.decode)))
+      x = layer_norm(cfg, "ln_mlp")(x + drop(MLP(cfg, name="mlp")(x, self.train)))
+    return x, (x if self.collect else None)
+
+
+class TransformerStack(nn.Module):
+  """`num_layers` Blocks: x [B, T, E], mask [B|1, 1|N, T, S] -> (x, per-layer outputs [L, B, T, E])."""
+  cfg: TransformerConfig
+  block: type = Block
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Optional[Array], *, train: bool, decode: bool = False,
+               collect: bool = False):
+    cfg = self.cfg
+    block = self.block
+    if cfg.remat_policy != "none":
+      policy = REMAT_POLICIES[cfg.remat_policy]
+      block = nn.remat(block, prevent_cse=not cfg.scan_layers,
+                       policy=None if policy == "full" else policy)
+    if cfg.scan_layers:
+      stack = nn.scan(block, variable_axes={"params": 0, "cache": 0},
+                      split_rngs={"params": True, "dropout": True}, in_axes=nn.broadcast,
+                      length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+      x, ys = stack(cfg, train, decode, collect, name="layers")(x, mask)
+      return x, ys
+    ys = []
+    for i in range(cfg.num_layers):
+      x, y = block(cfg, train, decode, collect, name=f"layers_{i}")(x, mask)
+      ys.append(y)
+    return x, (jnp.stack(ys) if collect else None)
+
+
+def unstack_layer_params(tree: dict, num_layers: int, key: str = "layers") -> dict:
+  """Scanned layout {key: leaves [L, ...]} -> unrolled layout {key_0: ..., key_{L-1}: ...},
+  recursively wherever `key` appears."""
+  out = {}
+  for k, v in tree.items():
+    if k == key:
+      for i in range(num_layers):
+        out[f"{key}_{i}"] = jax.tree_util.tree_map(lambda a, i=i: a[i], v)
+    elif isinstance(v, dict):
+      out[k] = unstack_layer_params(v, num_layers, key)
+    else:
+      out[k] = v
+  return out
+
+
+def stack_layer_params(tree: dict, num_layers: int, key: str = "layers") -> dict:
+  """Inverse of `unstack_layer_params`."""
+  out = {}
+  for k, v in tree.items():
+    if k == f"{key}_0":
+      layers = [tree[f"{key}_{i}"] for i in range(num_layers)]
+      out[key] = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *layers)
+    elif k.startswith(f"{key}_") and k[len(key) + 1:].isdigit():
+      continue
+    elif isinstance(v, dict):
+      out[k] = stack_layer_params(v, num_layers, key)
+    else:
+      out[k] = v
+  return out
