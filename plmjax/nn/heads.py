@@ -52,3 +52,10 @@ class ClassifierHead(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     return dense(self.cfg, self.num_classes, ("embed", "classes"), "dense")(x).astype(jnp.float32)
+
+
+def mean_pool(hidden: Array, attention_mask: Array) -> Array:
+  """Mean of hidden [B, T, E] over the real tokens of attention_mask [B, T] -> [B, E]
+  (sentence-transformers' mean pooling)."""
+  m = attention_mask.astype(hidden.dtype)[..., None]
+  return (hidden * m).sum(1) / jnp.maximum(m.sum(1), 1e-9)

@@ -1,0 +1,6 @@
+"""Test-wide settings: no network (checkpoints come from local folders), fp32 CPU."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
