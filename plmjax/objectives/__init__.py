@@ -1,0 +1,89 @@
+"""Pre-training objectives: `build_objective(cfg, vocab)` from an `ml_collections` config.
+
+    name           model        what
+    "mlm"          Bert         masked LM (RoBERTa; unit="word"|"phrase"|"entity"|"span" for
+                                whole-word / ERNIE / span masking)
+    "mlm_nsp"      Bert         masked LM + next-sentence prediction (BERT)
+    "span_mlm_sbo" Bert + SBO   geometric span masking, masked LM + span boundary objective (SpanBERT)
+    "clm"          GPT          causal LM (GPT-1, GPT-2)
+
+`default_objective_config(name)` lists every key with its default; experiment configs override some
+of them, and `build_objective` rejects keys a given objective does not have.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from plmjax.objectives.base import Objective
+from plmjax.objectives.clm import CausalLM
+from plmjax.objectives.masking import MaskSpec, Vocab, mask_tokens
+from plmjax.objectives.mlm import MaskedLM
+
+_MASKING = dict(
+    mask_prob=0.15,            # fraction of the eligible (real, non-special) tokens to predict
+    max_predictions=20,        # P, static target slots per row (BERT: 20 at T=128, 80 at T=512)
+    unit="token",              # token | word | phrase | entity | span
+    mask_token_prob=0.8,       # 80/10/10: [MASK] / random token / unchanged, per unit
+    random_token_prob=0.1,
+    span_p=0.2,                # unit="span": length in words ~ Geometric(span_p) clipped at
+    span_max_words=10,         #   span_max_words (mean 3.8)
+    static_masking=False,      # True: BERT's offline masks, `dupe_factor` fixed masks per example
+    dupe_factor=10,
+    static_seed=0,
+)
+
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mlm": dict(name="mlm", **_MASKING),
+    "mlm_nsp": dict(name="mlm_nsp", **_MASKING, nsp_weight=1.0),
+    "span_mlm_sbo": dict(name="span_mlm_sbo", **{**_MASKING, "unit": "span"},
+                         sbo_weight=1.0, sbo_max_offset=20),
+    "clm": dict(name="clm"),
+}
+
+NAMES = tuple(_DEFAULTS)
+
+
+def default_objective_config(name: str) -> ml_collections.ConfigDict:
+  """Every key of objective `name` with its default value."""
+  if name not in _DEFAULTS:
+    raise ValueError(f"objective.name={name!r}: expected one of {NAMES}")
+  return ml_collections.ConfigDict(dict(_DEFAULTS[name]))
+
+
+def _resolve(cfg: Any) -> ml_collections.ConfigDict:
+  given = dict(cfg.items()) if hasattr(cfg, "items") else dict(cfg)
+  name = given.get("name")
+  if name is None:
+    raise ValueError(f"objective.name is missing: expected one of {NAMES}")
+  full = default_objective_config(name)
+  unknown = sorted(set(given) - set(full.keys()))
+  if unknown:
+    raise ValueError(f"objective.{unknown[0]}: unknown key for objective {name!r} "
+                     f"(keys: {sorted(full.keys())})")
+  for k, v in given.items():
+    try:
+      full[k] = v
+    except TypeError as e:
+      raise TypeError(f"objective.{k}={v!r}: {e}") from None
+  return full
+
+
+def build_objective(cfg: Any, vocab: Any) -> Objective:
+  """cfg: ConfigDict (or mapping) with `name` and any of its keys; vocab: the tokenizer (vocab_size,
+  pad_id, cls_id, sep_id, mask_id, special_ids)."""
+  c = _resolve(cfg)
+  if c.name == "clm":
+    return CausalLM()
+  spec = MaskSpec(mask_prob=c.mask_prob, max_predictions=c.max_predictions, unit=c.unit,
+                  mask_token_prob=c.mask_token_prob, random_token_prob=c.random_token_prob,
+                  span_p=c.span_p, span_max_words=c.span_max_words)
+  return MaskedLM(spec, Vocab.from_tokenizer(vocab), static_masking=c.static_masking,
+                  dupe_factor=c.dupe_factor, static_seed=c.static_seed,
+                  nsp_weight=c.get("nsp_weight", 0.0), sbo_weight=c.get("sbo_weight", 0.0),
+                  sbo_max_offset=c.get("sbo_max_offset", 20))
+
+
+__all__ = ["Objective", "build_objective", "default_objective_config", "NAMES", "MaskSpec", "Vocab",
+           "mask_tokens", "MaskedLM", "CausalLM"]
