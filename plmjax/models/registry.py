@@ -72,5 +72,27 @@ def markdown_table() -> str:
   return "\n".join(rows)
 
 
+BEGIN, END = "<!-- model-table:begin -->", "<!-- model-table:end -->"
+
+
+def update_readme(path: str) -> bool:
+  """Rewrites the table between the model-table markers of README; True if it changed."""
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  if BEGIN not in text or END not in text:
+    raise ValueError(f"{path}: no {BEGIN} ... {END} markers")
+  head, rest = text.split(BEGIN, 1)
+  _, tail = rest.split(END, 1)
+  new = f"{head}{BEGIN}\n{markdown_table()}\n{END}{tail}"
+  if new != text:
+    with open(path, "w", encoding="utf-8") as f:
+      f.write(new)
+  return new != text
+
+
 if __name__ == "__main__":
-  print(markdown_table())
+  import sys
+  if len(sys.argv) > 2 and sys.argv[1] == "--update-readme":
+    print("updated" if update_readme(sys.argv[2]) else "up to date")
+  else:
+    print(markdown_table())
