@@ -1,0 +1,229 @@
+"""Experiment configs: loading `experiments/<model>.py:<arg>`, command-line overrides, validation.
+
+A config is an `ml_collections.ConfigDict` with the sections
+
+    model      name (a plmjax.models.registry name) + every field of that model's config dataclass
+               except vocab_size (taken from the data's tokenizer) and dtype / param_dtype
+    objective  plmjax.objectives.default_objective_config(name) with overrides
+    data       plmjax.data.default_data_config() with overrides (path "" = built-in synthetic corpus)
+    optimizer  name, learning_rate, warmup_steps, decay, end_lr, b1, b2, eps, weight_decay
+    train      steps, batch_size (global), seed, log_every, checkpoint_every, eval_every,
+               eval_steps, grad_accum, clip_norm, keep_checkpoints
+    mesh       data, fsdp, tensor (device counts; one may be -1 = the rest)
+    dtype      compute dtype: "auto" (bfloat16 on GPU/TPU, float32 on CPU) | "float32" | "bfloat16"
+
+Overrides are `--config.train.steps=10` (or `--config.train.steps 10`); the value is parsed with
+the type of the key it replaces. An unknown key is an error that names it and the closest valid key.
+The config is locked after loading, so code cannot add keys by mistake either.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import importlib.util
+import os
+from typing import Sequence
+
+import jax
+import ml_collections
+from ml_collections import config_dict
+
+from plmjax.models import registry
+
+# Set by the trainer, not the config: vocabulary and padding id from the tokenizer, dtypes from `dtype`.
+MODEL_RUNTIME_FIELDS = ("vocab_size", "pad_token_id", "dtype", "param_dtype")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+TRAIN_KEYS = ("steps", "batch_size", "seed", "log_every", "checkpoint_every", "eval_every",
+              "eval_steps", "grad_accum", "clip_norm", "keep_checkpoints")
+OPTIMIZER_KEYS = ("name", "learning_rate", "warmup_steps", "decay", "end_lr", "b1", "b2", "eps",
+                  "weight_decay")
+
+
+class ConfigError(ValueError):
+  """A config that cannot run: unknown key, bad value, missing section."""
+
+
+# ---- building sections (used by experiments/*.py) ----------------------------------------------------
+def model_section(name: str, **overrides) -> ml_collections.ConfigDict:
+  """`name` plus every field of the registry model's config dataclass, with `overrides` applied."""
+  spec = registry.SURVEY.get(name)
+  if spec is None or spec.config is None:
+    raise ConfigError(f"model.name={name!r} is not an implemented registry model")
+  defaults = spec.config()
+  fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults)
+            if f.name not in MODEL_RUNTIME_FIELDS}
+  unknown = sorted(set(overrides) - set(fields))
+  if unknown:
+    raise ConfigError(f"model {name!r} has no field {unknown[0]!r}{_suggest(unknown[0], fields)}")
+  fields.update(overrides)
+  section = {k: (config_dict.placeholder(str) if v is None else v) for k, v in fields.items()}
+  return ml_collections.ConfigDict({"name": name, **section})
+
+
+def build_model(model_cfg, tokenizer, dtype: str):
+  """-> (flax module, model config dataclass) from the `model` section and the data's tokenizer."""
+  fields = {k: v for k, v in model_cfg.items() if k != "name"}
+  fields.update(vocab_size=int(tokenizer.vocab_size), dtype=resolve_dtype(dtype))
+  spec = registry.SURVEY[model_cfg.name]
+  if any(f.name == "pad_token_id" for f in dataclasses.fields(spec.config())):
+    fields["pad_token_id"] = int(tokenizer.pad_id)
+  return registry.build(model_cfg.name, **fields)
+
+
+def train_section(**overrides) -> ml_collections.ConfigDict:
+  """The `train` section with its defaults."""
+  d = dict(steps=1000, batch_size=32, seed=0, log_every=10, checkpoint_every=500, eval_every=500,
+           eval_steps=10, grad_accum=1, clip_norm=1.0, keep_checkpoints=3)
+  return ml_collections.ConfigDict(_checked("train", d, overrides))
+
+
+def optimizer_section(**overrides) -> ml_collections.ConfigDict:
+  """The `optimizer` section (see plmjax.train.optim) with its defaults."""
+  d = dict(name="adamw", learning_rate=1e-4, warmup_steps=100, decay="linear", end_lr=0.0,
+           b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01)
+  return ml_collections.ConfigDict(_checked("optimizer", d, overrides))
+
+
+def mesh_section(**overrides) -> ml_collections.ConfigDict:
+  """Device mesh sizes; the default is pure data parallelism over every device."""
+  return ml_collections.ConfigDict(_checked("mesh", dict(data=-1, fsdp=1, tensor=1), overrides))
+
+
+def _checked(section: str, defaults: dict, overrides: dict) -> dict:
+  for k in overrides:
+    if k not in defaults:
+      raise ConfigError(f"{section} has no key {k!r}{_suggest(k, defaults)}")
+  return {**defaults, **overrides}
+
+
+def resolve_dtype(dtype: str) -> str:
+  """"auto" -> bfloat16 on accelerators, float32 on CPU."""
+  if dtype == "auto":
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+  return dtype
+
+
+# ---- loading and overriding --------------------------------------------------------------------------
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """"path/to/file.py[:arg]" -> get_config(arg) of that file (unlocked)."""
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ConfigError(f"config file {path!r} does not exist (from --config {spec!r})")
+  mod_spec = importlib.util.spec_from_file_location(f"plmjax_config_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(mod_spec)
+  mod_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ConfigError(f"config file {path!r} has no get_config(arg) function")
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _suggest(key: str, candidates) -> str:
+  close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.5)
+  return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def all_keys(cfg, prefix: str = "") -> list[str]:
+  """Every leaf key, dotted."""
+  out = []
+  for k, v in cfg.items():
+    if isinstance(v, ml_collections.ConfigDict):
+      out += all_keys(v, f"{prefix}{k}.")
+    else:
+      out.append(prefix + k)
+  return out
+
+
+def _parse_value(text: str, old):
+  """Parses `text` to the type of the value it replaces."""
+  if isinstance(old, bool):
+    low = text.lower()
+    if low in ("true", "1", "yes"):
+      return True
+    if low in ("false", "0", "no"):
+      return False
+    raise ValueError(f"expected true/false, got {text!r}")
+  if isinstance(old, int):
+    return int(float(text)) if "e" in text.lower() and float(text).is_integer() else int(text)
+  if isinstance(old, float):
+    return float(text)
+  if isinstance(old, str):
+    return text
+  try:   # tuples, lists, None-valued keys
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def apply_override(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
+  """Sets dotted `key` (e.g. "train.steps") from its command-line text."""
+  parts = key.split(".")
+  node = cfg
+  for i, part in enumerate(parts):
+    is_leaf = i == len(parts) - 1
+    if part not in node or (not is_leaf and not isinstance(node[part], ml_collections.ConfigDict)):
+      raise ConfigError(f"unknown config key {key!r}{_suggest(key, all_keys(cfg))}")
+    if not is_leaf:
+      node = node[part]
+  old = node[parts[-1]]
+  if isinstance(old, ml_collections.ConfigDict):
+    raise ConfigError(f"config key {key!r} is a section, not a value; its keys: {sorted(old.keys())}")
+  try:
+    node[parts[-1]] = _parse_value(text, old)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f"--config.{key}={text!r}: {e}") from None
+
+
+def parse_override_args(args: Sequence[str]) -> list[tuple[str, str]]:
+  """["--config.a.b=1", "--config.c", "x"] -> [("a.b", "1"), ("c", "x")]; anything else is an error."""
+  out, i = [], 0
+  args = list(args)
+  while i < len(args):
+    arg = args[i]
+    if not arg.startswith("--config."):
+      raise ConfigError(f"unexpected argument {arg!r}: overrides look like --config.train.steps=10")
+    key, eq, value = arg[len("--config."):].partition("=")
+    if not eq:
+      if i + 1 >= len(args):
+        raise ConfigError(f"{arg} needs a value: {arg}=VALUE")
+      value, i = args[i + 1], i + 1
+    out.append((key, value))
+    i += 1
+  return out
+
+
+def get_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """Loads `spec`, applies the `--config.x=y` overrides, validates and locks the result."""
+  cfg = load_config(spec)
+  for key, value in parse_override_args(overrides):
+    apply_override(cfg, key, value)
+  validate(cfg)
+  cfg.lock()
+  return cfg
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+  """One clear error for the first problem found."""
+  for section in ("model", "objective", "data", "optimizer", "train", "mesh"):
+    if section not in cfg:
+      raise ConfigError(f"config has no {section!r} section")
+  for k in TRAIN_KEYS:
+    if k not in cfg.train:
+      raise ConfigError(f"config has no train.{k}")
+  for k in OPTIMIZER_KEYS:
+    if k not in cfg.optimizer:
+      raise ConfigError(f"config has no optimizer.{k}")
+  for k in ("data", "fsdp", "tensor"):
+    if k not in cfg.mesh:
+      raise ConfigError(f"config has no mesh.{k}")
+  if cfg.get("dtype") not in DTYPES:
+    raise ConfigError(f"dtype={cfg.get('dtype')!r}: expected one of {DTYPES}")
+  t = cfg.train
+  for k in ("steps", "batch_size", "log_every", "checkpoint_every", "eval_every", "grad_accum",
+            "keep_checkpoints"):
+    if t[k] < 1:
+      raise ConfigError(f"train.{k}={t[k]} must be >= 1")
+  if t.batch_size % t.grad_accum:
+    raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
+  if cfg.data.seq_len > cfg.model.max_len:
+    raise ConfigError(f"data.seq_len={cfg.data.seq_len} exceeds model.max_len={cfg.model.max_len}")

@@ -1,0 +1,130 @@
+"""The jitted train and eval steps, one pair for every model and objective.
+
+    train_step(state, batch) -> (state, metrics)
+
+inside one `jax.jit` over the mesh:
+
+    key       = fold_in(state.rng, state.step)                   same keys on any mesh, any restart
+    prepared  = objective.prepare(batch, key_prepare)            masking etc. on device
+    outputs   = model.apply(params, prepared["inputs"], train=True, rngs={"dropout": key_dropout})
+    loss, m   = objective.loss(outputs, prepared)
+    grads     -> tx.update -> new params                         state donated (updated in place)
+
+Gradient accumulation (`grad_accum = A > 1`) scans over A microbatches inside the step: the global
+batch [B, ...] is viewed as [B/A, A, ...] and microbatch j is rows j, A + j, 2A + j, ... so that
+every device keeps its own rows (no reshuffle across the batch shards). Gradients, loss and metrics
+are averaged over the microbatches, so the logged loss is per global batch.
+
+The compute dtype lives in the model config (`dtype`); params stay fp32 and objectives compute
+their losses in fp32.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from plmjax.train.mesh import BATCH_AXES, activate, batch_sharding
+from plmjax.train.state import TrainState
+
+
+def _on_mesh(fn: Callable, mesh: Mesh) -> Callable:
+  """Calls (and therefore traces) `fn` with the mesh and logical rules active."""
+  def call(*args):
+    with activate(mesh):
+      return fn(*args)
+  call.jitted = fn
+  return call
+
+
+def split_microbatches(batch: dict, num: int, mesh: Mesh) -> dict:
+  """[B, ...] -> [num, B/num, ...]; microbatch j holds rows j, num + j, 2 num + j, ..."""
+  def split(x):
+    if x.shape[0] % num:
+      raise ValueError(f"global batch {x.shape[0]} is not divisible by grad_accum={num}")
+    x = x.reshape((x.shape[0] // num, num) + x.shape[1:]).swapaxes(0, 1)
+    spec = P(None, BATCH_AXES, *([None] * (x.ndim - 2)))
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+  return jax.tree.map(split, batch)
+
+
+def batch_shardings(mesh: Mesh, batch_shapes: dict) -> dict:
+  return {k: batch_sharding(mesh, len(v.shape)) for k, v in batch_shapes.items()}
+
+
+def make_train_step(model: nn.Module, objective, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, mesh: Mesh, state_shardings: TrainState,
+                    batch_shapes: dict, *, grad_accum: int = 1) -> Callable:
+  """-> train_step(state, batch) -> (state, metrics), jitted with the state donated.
+  `batch_shapes`: {name: array or ShapeDtypeStruct} of the global data batch."""
+
+  def loss_fn(params, batch, key):
+    prep_key, drop_key = jax.random.split(key)
+    prepared = objective.prepare(batch, prep_key)
+    outputs = model.apply({"params": params}, prepared["inputs"], train=True,
+                          rngs={"dropout": drop_key})
+    loss, metrics = objective.loss(outputs, prepared)
+    return loss, metrics
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def accumulate(params, batch, key):
+    micro = split_microbatches(batch, grad_accum, mesh)                      # [A, B/A, ...]
+    first = jax.tree.map(lambda x: x[0], micro)
+    (l_shape, m_shape), g_shape = jax.eval_shape(grad_fn, params, first, key)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (g_shape, l_shape, m_shape))
+
+    def body(carry, xs):
+      j, mb = xs
+      (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(key, j))
+      return jax.tree.map(jnp.add, carry, (grads, loss, metrics)), None
+
+    (grads, loss, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(grad_accum), micro))
+    grads, loss, metrics = jax.tree.map(lambda x: x / grad_accum, (grads, loss, metrics))
+    return (loss, metrics), grads
+
+  def step(state: TrainState, batch: dict):
+    key = jax.random.fold_in(state.rng, state.step)
+    if grad_accum > 1:
+      (loss, metrics), grads = accumulate(state.params, batch, key)
+    else:
+      (loss, metrics), grads = grad_fn(state.params, batch, key)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads),
+               "learning_rate": schedule(state.step)}
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, metrics
+
+  replicated = NamedSharding(mesh, P())
+  jitted = jax.jit(step, in_shardings=(state_shardings, batch_shardings(mesh, batch_shapes)),
+                   out_shardings=(state_shardings, replicated), donate_argnums=0)
+  return _on_mesh(jitted, mesh)
+
+
+def make_eval_step(model: nn.Module, objective, mesh: Mesh, state_shardings: TrainState,
+                   batch_shapes: dict) -> Callable:
+  """-> eval_step(params, batch, key) -> metrics (dropout off; `key` drives the objective's
+  masking, fixed per eval batch so that evaluations are comparable across steps)."""
+
+  def step(params, batch, key):
+    prepared = objective.prepare(batch, key)
+    outputs = model.apply({"params": params}, prepared["inputs"], train=False)
+    loss, metrics = objective.loss(outputs, prepared)
+    return {**metrics, "loss": loss}
+
+  replicated = NamedSharding(mesh, P())
+  jitted = jax.jit(step, in_shardings=(state_shardings.params, batch_shardings(mesh, batch_shapes),
+                                       replicated),
+                   out_shardings=replicated)
+  return _on_mesh(jitted, mesh)
+
+
+def model_inputs_shapes(objective, batch_shapes: dict) -> dict:
+  """The model batch that `objective.prepare` makes from a data batch, as ShapeDtypeStructs
+  (what the state's init needs)."""
+  return jax.eval_shape(lambda b: objective.prepare(b, jax.random.PRNGKey(0))["inputs"], batch_shapes)
