@@ -105,40 +105,53 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-  """One Transformer layer. `__call__(x, mask) -> (x, x or None)` so that `nn.scan` can stack it:
-  the carry is the hidden state, the per-layer output is collected when `collect` is set."""
+  """One Transformer layer. `__call__(x, mask, context, context_mask) -> (x, x or None)` so that
+  `nn.scan` can stack it: the carry is the hidden state, the per-layer output is collected when
+  `collect` is set. With `cross=True` (an encoder-decoder's decoder) a cross-attention sub-block
+  over `context` [B, S, E] follows the self-attention."""
   cfg: TransformerConfig
   train: bool = False
   decode: bool = False
   collect: bool = False
+  cross: bool = False
 
-  @nn.compact
-  def __call__(self, x: Array, mask: Optional[Array]):
+  def _attention(self, name: str) -> MultiHeadAttention:
     cfg = self.cfg
-    attn = MultiHeadAttention(num_heads=cfg.num_heads, head_dim=cfg.head_dim, dtype=cfg.jnp_dtype,
+    return MultiHeadAttention(num_heads=cfg.num_heads, head_dim=cfg.head_dim, dtype=cfg.jnp_dtype,
                               param_dtype=cfg.jnp_param_dtype,
                               dropout_rate=cfg.attention_dropout_rate, init_std=cfg.init_std,
-                              implementation=cfg.attention_impl, name="attention")
+                              implementation=cfg.attention_impl, name=name)
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Optional[Array], context: Optional[Array] = None,
+               context_mask: Optional[Array] = None):
+    cfg = self.cfg
     drop = nn.Dropout(cfg.dropout_rate, deterministic=not self.train)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-    if cfg.pre_ln:
-      x = x + drop(attn(layer_norm(cfg, "ln_attention")(x), mask=mask, train=self.train,
-                        decode=self.decode))
-      x = x + drop(MLP(cfg, name="mlp")(layer_norm(cfg, "ln_mlp")(x), self.train))
-    else:
-      x = layer_norm(cfg, "ln_attention")(
-          x + drop(attn(x, mask=mask, train=self.train, decode=self.decode)))
-      x = layer_norm(cfg, "ln_mlp")(x + drop(MLP(cfg, name="mlp")(x, self.train)))
+    sublayers = [("attention", lambda h: self._attention("attention")(
+        h, mask=mask, train=self.train, decode=self.decode))]
+    if self.cross:
+      sublayers.append(("cross_attention", lambda h: self._attention("cross_attention")(
+          h, context, mask=context_mask, train=self.train)))
+    sublayers.append(("mlp", lambda h: MLP(cfg, name="mlp")(h, self.train)))
+    for name, f in sublayers:
+      if cfg.pre_ln:
+        x = x + drop(f(layer_norm(cfg, f"ln_{name}")(x)))
+      else:
+        x = layer_norm(cfg, f"ln_{name}")(x + drop(f(x)))
     return x, (x if self.collect else None)
 
 
 class TransformerStack(nn.Module):
-  """`num_layers` Blocks: x [B, T, E], mask [B|1, 1|N, T, S] -> (x, per-layer outputs [L, B, T, E])."""
+  """`num_layers` Blocks: x [B, T, E], mask [B|1, 1|N, T, S] -> (x, per-layer outputs [L, B, T, E]).
+  With `cross=True` every block also attends to `context` [B, S, E] under `context_mask`."""
   cfg: TransformerConfig
   block: type = Block
+  cross: bool = False
 
   @nn.compact
-  def __call__(self, x: Array, mask: Optional[Array], *, train: bool, decode: bool = False,
+  def __call__(self, x: Array, mask: Optional[Array], context: Optional[Array] = None,
+               context_mask: Optional[Array] = None, *, train: bool, decode: bool = False,
                collect: bool = False):
     cfg = self.cfg
     block = self.block
@@ -150,11 +163,12 @@ class TransformerStack(nn.Module):
       stack = nn.scan(block, variable_axes={"params": 0, "cache": 0},
                       split_rngs={"params": True, "dropout": True}, in_axes=nn.broadcast,
                       length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-      x, ys = stack(cfg, train, decode, collect, name="layers")(x, mask)
+      x, ys = stack(cfg, train, decode, collect, self.cross, name="layers")(x, mask, context, context_mask)
       return x, ys
     ys = []
     for i in range(cfg.num_layers):
-      x, y = block(cfg, train, decode, collect, name=f"layers_{i}")(x, mask)
+      x, y = block(cfg, train, decode, collect, self.cross, name=f"layers_{i}")(
+          x, mask, context, context_mask)
       ys.append(y)
     return x, (jnp.stack(ys) if collect else None)
 
