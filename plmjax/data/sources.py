@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import logging
 import os
 import re
 
@@ -102,6 +103,13 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
     self._files, self._doc_split, self._holdout = files, doc_split, holdout_every
     super().__init__(**kw)
 
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls):
+    # No checksums file to find. (TFDS' own lookup imports `importlib_resources`, which
+    # tensorflow-datasets does not declare and which is absent from a plain install.)
+    return None
+
   def _info(self):
     return tfds.core.DatasetInfo(builder=self, disable_shuffling=True,
                                  features=tfds.features.FeaturesDict({"text": tfds.features.Text()}))
@@ -120,6 +128,17 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, docs):
     for i, d in enumerate(docs):
       yield i, {"text": d}
+
+
+class _QuietCustomConfig(logging.Filter):
+  """Drops TFDS' per-call warnings about our (intentionally) per-corpus builder configs."""
+
+  def filter(self, record):
+    msg = record.getMessage()
+    return not (msg.startswith("Using custom data configuration") or "has no dataset_info.json" in msg)
+
+
+logging.getLogger("absl").addFilter(_QuietCustomConfig())
 
 
 def local_builder(data_cfg) -> LocalText:
