@@ -20,7 +20,8 @@ Modes (every batch array is [B, T] unless noted, B = global_batch_size / process
             run of sentences from a random start, B its continuation (next_sentence_label 0) or, with
             probability data.random_next_prob, sentences of another document (label 1) [B];
             token_type_ids 0 on [CLS] A [SEP], 1 on B [SEP]; with prob data.short_seq_prob the target
-            length is shorter than T (as in BERT). Eval padding rows have label -1.
+            length is shorter than T (as in BERT); an over-long pair loses tokens from the start of A
+            or the end of B, never at the A|B seam. Eval padding rows have label -1.
   "stream"  Transformer-XL: row i of every batch continues row i of the previous batch: the
             process' documents are dealt round-robin to B streams, each stream concatenates its
             documents (separated as in "packed", no per-row [CLS]) and advances T tokens per batch.
@@ -291,10 +292,9 @@ def make_pair(i: int, rng: np.random.Generator, docs, seq_len: int, tok: Tokeniz
   else:
     b = _sentences(doc, split, end)
   a, b = {k: v.copy() for k, v in a.items()}, {k: v.copy() for k, v in b.items()}
-  while len(a["ids"]) + len(b["ids"]) > room:      # trim the longer side, at a random end
-    x = a if len(a["ids"]) > len(b["ids"]) else b
-    cut = slice(1, None) if rng.random() < 0.5 else slice(None, -1)
-    for k in x:
+  while len(a["ids"]) + len(b["ids"]) > room:      # trim the longer side at its outer end, so the
+    x, cut = (a, slice(1, None)) if len(a["ids"]) > len(b["ids"]) else (b, slice(None, -1))  # A|B seam
+    for k in x:                                   # stays exact (BERT trims either end at random)
       x[k] = x[k][cut]
   seg = lambda x, d: {"ids": x["ids"], "doc": np.full(len(x["ids"]), d, np.int32), **{u: x[u] for u in UNITS}}
   parts = [_specials([tok.cls_id]), seg(a, 0), _specials([tok.sep_id]), seg(b, 1), _specials([tok.sep_id])]
@@ -345,6 +345,7 @@ def build_dataset(data_cfg, *, split: str = "train", global_batch_size: int, seq
   shuffle = is_train if shuffle is None else shuffle
   repeat = is_train if repeat is None else repeat
   tok = sources.corpus_tokenizer(data_cfg)
+  _convention(tok, data_cfg.special_tokens)                # fail now on a bad data.special_tokens
   source = sources.open_source(data_cfg, split)
   docs = grain.MapDataset.source(source).map(lambda d: tokenize_document(d, tok))
   order = grain.MapDataset.range(len(source))
@@ -370,7 +371,8 @@ def build_dataset(data_cfg, *, split: str = "train", global_batch_size: int, seq
     if mode == "packed":
       ds = _Packed(order.map(lambda i: docs[i]).to_iter_dataset(read), seq_len, tok, data_cfg.special_tokens)
     else:
-      _convention(tok, "cls_sep")
+      if tok.cls_id is None or tok.sep_id is None:
+        raise ValueError(f"mode='pairs' needs [CLS] and [SEP]; tokenizer {tok.name!r} lacks them")
       pair = lambda i, rng: make_pair(i, rng, docs, seq_len, tok, data_cfg.short_seq_prob,
                                       data_cfg.random_next_prob)
       ds = order.random_map(pair, seed=seed).to_iter_dataset(read)
