@@ -1,0 +1,125 @@
+"""The fine-tuning config: defaults, per-task settings, validation.
+
+    cfg = finetune_config("mrpc", data={"max_len": 128})   # ml_collections.ConfigDict
+    plmjax finetune --config experiments/finetune.py:mrpc --workdir DIR --config.train.epochs=1
+
+Sections and keys (an unknown key on the command line is an error naming it):
+
+    task                 a plmjax.finetune.tasks.TASKS name, or "multitask" (then `tasks`)
+    tasks                multi-task only: {name: {task, dir, max_train_examples, max_eval_examples}}
+    model.init_from      Hugging Face checkpoint folder (through plmjax.convert.from_hf), a plmjax
+                         workdir / checkpoint, or "" (random init of model.name: from scratch)
+    model.name           registry name for "" (random init); model.arch: its size overrides
+    model.dropout_rate   encoder dropout (-1: keep the checkpoint's)
+    head.pooling         pooler | cls | mean | extract          head.dropout
+    head.features        last | scalar_mix (ELMo)               head.input_transform  bert | gpt
+    head.lm_coef         weight of GPT-1's auxiliary LM loss (0.5 in the paper; 0 = off)
+    data.dir             the task's folder (default ../shared/data/<folder>)
+    data.tokenizer       tokenizer spec (plmjax.data.tokenizer.load_tokenizer); "" = model.init_from;
+                         "build" = a whitespace-unit sentencepiece vocabulary trained on the task's
+                         training text into the workdir (data.vocab_size units)
+    data.max_len, data.buckets (() = quarters of max_len), data.group_by_length
+    data.max_train_examples, data.max_eval_examples   (-1 = all; the first N rows)
+    data.unit            chnsenticorp input units: char | word
+    train.epochs | train.steps (> 0 wins), batch_size, eval_batch_size, seed, log_every, eval_every
+    optimizer.*          name (adamw | sgd), learning_rate, weight_decay, b1, b2, eps, schedule
+                         (linear | stlr | constant), warmup_frac | warmup_steps (>= 0 wins), end_lr,
+                         stlr_cut_frac, stlr_ratio, clip_norm
+    transfer.*           mode (full | features), layer_decay, gradual_unfreezing, unfreeze_every,
+                         frozen (regexes; see plmjax.finetune.transfer)
+    mesh.*               data, fsdp, tensor (plmjax.train.mesh)
+"""
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from plmjax.finetune.tasks import TASKS
+
+DATA_ROOT = os.environ.get("PLMJAX_DATA", os.path.join("..", "shared", "data"))
+
+
+class FinetuneConfigError(ValueError):
+  """A fine-tuning config that cannot run; the message names the key."""
+
+
+def _section(d: dict) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(d)
+
+
+def finetune_config(task: str, **sections) -> ml_collections.ConfigDict:
+  """Defaults for `task`, with `sections` = {section: {key: value}} applied on top."""
+  if task != "multitask" and task not in TASKS:
+    raise FinetuneConfigError(f"task={task!r}: unknown; known: {sorted(TASKS)} or 'multitask'")
+  folder = TASKS[task].folder if task in TASKS else ""
+  cfg = ml_collections.ConfigDict({
+      "task": task,
+      "tasks": {},
+      "model": {"init_from": "", "name": "bert", "arch": {}, "dropout_rate": -1.0,
+                "scan_layers": True},
+      "head": {"pooling": "pooler", "dropout": 0.1, "features": "last", "input_transform": "bert",
+               "lm_coef": 0.0},
+      "data": {"dir": os.path.join(DATA_ROOT, folder) if folder else "", "tokenizer": "",
+               "vocab_size": 8000, "max_len": 128, "buckets": (), "group_by_length": True,
+               "max_train_examples": -1, "max_eval_examples": -1, "unit": "char"},
+      "train": {"epochs": 3, "steps": -1, "batch_size": 32, "eval_batch_size": 64, "seed": 0,
+                "log_every": 10, "eval_every": -1},
+      "optimizer": {"name": "adamw", "learning_rate": 2e-5, "weight_decay": 0.01, "b1": 0.9,
+                    "b2": 0.999, "eps": 1e-8, "schedule": "linear", "warmup_frac": 0.1,
+                    "warmup_steps": -1, "end_lr": 0.0, "stlr_cut_frac": 0.1, "stlr_ratio": 32.0,
+                    "clip_norm": 1.0},
+      "transfer": {"mode": "full", "layer_decay": 1.0, "gradual_unfreezing": False,
+                   "unfreeze_every": 0, "frozen": ("^encoder/",)},
+      "mesh": {"data": -1, "fsdp": 1, "tensor": 1},
+  })
+  for name, values in sections.items():
+    if name not in cfg:
+      raise FinetuneConfigError(f"finetune_config: no section {name!r}; sections: {sorted(cfg.keys())}")
+    if not isinstance(values, dict):
+      cfg[name] = values
+      continue
+    for k, v in values.items():
+      if k not in cfg[name] and name not in ("tasks", "model"):
+        raise FinetuneConfigError(f"finetune_config: no key {name}.{k}")
+      cfg[name][k] = v
+  return cfg
+
+
+def task_entry(task: str, dir: str = "", max_train_examples: int = -1,
+               max_eval_examples: int = -1) -> dict:
+  """One `tasks` entry of a multi-task config."""
+  return {"task": task, "dir": dir or os.path.join(DATA_ROOT, TASKS[task].folder),
+          "max_train_examples": max_train_examples, "max_eval_examples": max_eval_examples}
+
+
+def validate(cfg) -> None:
+  def need(ok, key, msg):
+    if not ok:
+      raise FinetuneConfigError(f"config.{key}: {msg}")
+  for section in ("task", "tasks", "model", "head", "data", "train", "optimizer", "transfer", "mesh"):
+    need(section in cfg, section, "missing section")
+  need(cfg.task == "multitask" or cfg.task in TASKS, "task", f"{cfg.task!r} is not one of {sorted(TASKS)}")
+  if cfg.task == "multitask":
+    need(len(cfg.tasks) >= 1, "tasks", "a multitask config needs at least one task")
+    for name, t in cfg.tasks.items():
+      need(t.task in TASKS, f"tasks.{name}.task", f"{t.task!r} is not one of {sorted(TASKS)}")
+  else:
+    need(bool(cfg.data.dir), "data.dir", "no task folder given")
+  need(cfg.train.epochs > 0 or cfg.train.steps > 0, "train.epochs", "set train.epochs or train.steps > 0")
+  need(cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1")
+  need(cfg.data.max_len >= 8, "data.max_len", "must be >= 8")
+  b = tuple(cfg.data.buckets)
+  need(not b or (list(b) == sorted(b) and b[-1] == cfg.data.max_len), "data.buckets",
+       f"{b} must be increasing and end at data.max_len={cfg.data.max_len}")
+  need(cfg.head.input_transform in ("bert", "gpt"), "head.input_transform", "expected bert or gpt")
+  need(cfg.data.unit in ("char", "word"), "data.unit", "expected char or word")
+  need(cfg.transfer.mode in ("full", "features"), "transfer.mode", "expected full or features")
+  need(0 < cfg.transfer.layer_decay <= 1, "transfer.layer_decay", "must be in (0, 1]")
+
+
+def buckets(cfg) -> tuple[int, ...]:
+  if cfg.data.buckets:
+    return tuple(int(b) for b in cfg.data.buckets)
+  m = int(cfg.data.max_len)
+  return tuple(sorted({max(8, m * k // 4) for k in (1, 2, 3, 4)}))

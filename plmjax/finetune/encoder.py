@@ -1,0 +1,128 @@
+"""Where the fine-tuned encoder comes from: a Hugging Face checkpoint, a plmjax run, or nothing.
+
+    enc = load_encoder(cfg, tokenizer)      # Encoder(module, params or None, num_layers)
+
+`model.init_from`:
+  * a folder with config.json: a Hugging Face checkpoint, imported by `plmjax.convert.from_hf`;
+  * a plmjax workdir or checkpoint directory: restored through `plmjax.train.checkpoint`
+    (`load_pretrained(path) -> (module, params)`), the training engine's checkpoints;
+  * "": `model.name` built from the registry with `model.arch` overrides, randomly initialised
+    (training from scratch: the baseline that pretraining must beat).
+
+Pretraining heads are dropped (BERT's MLM / NSP heads: they would cost a [B, T, V] projection per
+step for nothing), except a causal LM head when GPT-1's auxiliary LM loss is on.
+
+GPT-1 input transformations (Radford et al. 2018, sec. 3.3) need three new tokens, start / delimiter
+/ extract: `add_framing_tokens` appends three rows to the token embedding (normal(0, 0.02)) and
+returns their ids.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass
+class Encoder:
+  module: Any
+  params: Optional[dict]        # None: random init (the task model's init provides them)
+  num_layers: int
+  source: str
+
+
+def _model_type(module) -> str:
+  return type(module).__name__.lower()
+
+
+def _strip_heads(module, params, keep_lm: bool):
+  cfg = module.config
+  kw, drop = {}, []
+  for field, sub in (("mlm_head", "mlm_head"), ("nsp_head", "nsp_head")):
+    if getattr(cfg, field, False):
+      kw[field] = False
+      drop.append(sub)
+  if hasattr(cfg, "lm_head"):
+    kw["lm_head"] = keep_lm
+  elif keep_lm:
+    raise ValueError(f"head.lm_coef > 0 needs a causal LM encoder; {type(module).__name__} has none")
+  module = module.clone(config=cfg.replace(**kw))
+  if params is not None:
+    params = {k: v for k, v in params.items() if k not in drop}
+  return module, params
+
+
+def load_encoder(cfg, tokenizer) -> Encoder:
+  m = cfg.model
+  path = m.init_from
+  keep_lm = float(cfg.head.lm_coef) > 0
+  overrides = {}
+  if m.dropout_rate >= 0:
+    overrides = dict(dropout_rate=float(m.dropout_rate), attention_dropout_rate=float(m.dropout_rate))
+  if path and os.path.isfile(os.path.join(path, "config.json")):
+    from plmjax.convert import from_hf
+    module, params = from_hf(path, scan_layers=bool(m.scan_layers), **overrides)
+    source = f"hf:{path}"
+  elif path:
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"model.init_from={path!r} does not exist")
+    try:
+      from plmjax.train.checkpoint import load_pretrained
+    except ImportError as e:
+      raise NotImplementedError(f"model.init_from={path!r}: not a Hugging Face folder (no config.json) "
+                                f"and plmjax.train.checkpoint.load_pretrained is unavailable ({e})") from None
+    module, params = load_pretrained(path)
+    if overrides:
+      module = module.clone(config=module.config.replace(**overrides))
+    source = f"plmjax:{path}"
+  else:
+    from plmjax.train.config import build_model, model_section
+    arch = dict(m.arch)
+    if not m.scan_layers:
+      arch["scan_layers"] = False
+    module, _ = build_model(model_section(m.name, **{**arch, **overrides}), tokenizer, "float32")
+    params, source = None, f"scratch:{m.name}"
+  if params is not None and int(module.config.vocab_size) < int(tokenizer.vocab_size):
+    raise ValueError(f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids but the model's "
+                     f"vocabulary has {module.config.vocab_size} (data.tokenizer does not fit model.init_from)")
+  module, params = _strip_heads(module, params, keep_lm)
+  return Encoder(module, params, int(module.config.num_layers), source)
+
+
+def add_framing_tokens(enc: Encoder, seed: int = 0) -> tuple[Encoder, tuple[int, int, int]]:
+  """Three new token ids (start, delimiter, extract) appended to the vocabulary."""
+  cfg = enc.module.config
+  v = int(cfg.vocab_size)
+  module = enc.module.clone(config=cfg.replace(vocab_size=v + 3))
+  params = enc.params
+  if params is not None:
+    table = params["token_embed"]["embedding"]                                         # [V, E]
+    new = 0.02 * jax.random.normal(jax.random.key(seed), (3, table.shape[1]), table.dtype)
+    params = {**params, "token_embed": {**params["token_embed"],
+                                        "embedding": jnp.concatenate([table, new], axis=0)}}
+  return dataclasses.replace(enc, module=module, params=params), (v, v + 1, v + 2)
+
+
+def check_vocab_fits(ids_max: int, enc: Encoder):
+  if ids_max >= int(enc.module.config.vocab_size):
+    raise ValueError(f"token id {ids_max} is outside the model's vocabulary "
+                     f"({enc.module.config.vocab_size}); data.tokenizer does not fit the model")
+
+
+def merge_pretrained(init_params: dict, pretrained: Optional[dict], key: str = "encoder") -> dict:
+  """Replaces the task model's randomly initialised `key` subtree with pretrained params
+  (every leaf must exist on both sides with the same shape)."""
+  if pretrained is None:
+    return init_params
+  flat_a = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(init_params[key])}
+  flat_b = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(pretrained)}
+  missing, extra = sorted(set(flat_a) - set(flat_b)), sorted(set(flat_b) - set(flat_a))
+  bad = sorted(k for k in set(flat_a) & set(flat_b) if np.shape(flat_a[k]) != np.shape(flat_b[k]))
+  if missing or extra or bad:
+    raise ValueError(f"pretrained encoder does not match the task model: missing {missing[:5]}, "
+                     f"unexpected {extra[:5]}, shape mismatches {bad[:5]}")
+  return {**init_params, key: jax.tree.map(jnp.asarray, pretrained)}
