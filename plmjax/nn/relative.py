@@ -141,7 +141,7 @@ class RelativeAttention(nn.Module):
     """x [B, T|P, E] query-stream input -> [B, T|P, E].
 
     mask: bool [B|1, 1, T|P, S], True = may attend. seg_diff: bool [B, T|P, S], True where query
-    and key lie in different segments (XLNet). q_positions: [B, P] segment positions of the
+    and key lie in different segments (XLNet; None: no segment term). q_positions: [B, P] segment positions of the
     queries when they are not 0..T-1 (XLNet's query stream). biases: shared (r_w, r_r)."""
     r_w, r_r = biases if self.shared_biases else (self.r_w_bias, self.r_r_bias)
     q = self.query(x)                                                       # [B, T, N, D]
@@ -153,9 +153,7 @@ class RelativeAttention(nn.Module):
     else:
       bd = rel_gather(bd, q_positions, kr.shape[1] - s, s)                  # [B, N, P, S]
     bias = bd.astype(jnp.float32)
-    if self.segments:
-      if seg_diff is None:
-        raise ValueError("RelativeAttention(segments=True).attend needs seg_diff")
+    if self.segments and seg_diff is not None:
       ef = jnp.einsum("btnd,cnd->bntc", q + self.r_s_bias.astype(q.dtype),
                       self.seg_embed.astype(q.dtype)).astype(jnp.float32)   # [B, N, T, 2]
       bias = bias + jnp.where(seg_diff[:, None], ef[..., 1:], ef[..., :1])  # [B, N, T, S]

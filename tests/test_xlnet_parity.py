@@ -1,0 +1,64 @@
+"""XLNet parity with transformers' XLNetLMHeadModel, fp32, random weights, within 1e-4: a first
+segment (content stream, memories out), then a second segment over those memories with a
+permutation mask, a target mapping (one padding row), two token-type segments and padding."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.hf_reference import randomize, save, torch, transformers
+from plmjax.convert import from_hf
+
+TOL = 1e-4
+B, T1, T2, P, V = 2, 7, 10, 4, 80
+
+
+def _perm_inputs(rng):
+  """perm_mask from a random factorisation order; targets = the last P-1 positions in that order
+  (plus one all-zero padding row in target_mapping)."""
+  perm_mask = np.zeros((B, T2, T2), np.float32)
+  target_mapping = np.zeros((B, P, T2), np.float32)
+  for b in range(B):
+    rank = rng.permutation(T2)
+    perm_mask[b] = rank[None, :] >= rank[:, None]     # i may not see j unless j precedes i
+    for p, pos in enumerate(np.argsort(rank)[-(P - 1):]):
+      target_mapping[b, p, pos] = 1.0
+  return perm_mask, target_mapping
+
+
+@pytest.mark.parametrize("bi_data", [False, True])
+def test_xlnet_lm_two_segments_with_mems(tmp_path, bi_data):
+  cfg = transformers.XLNetConfig(vocab_size=V, d_model=32, n_layer=2, n_head=4, d_inner=64,
+                                 mem_len=8, reuse_len=5, bi_data=bi_data, clamp_len=6,
+                                 ff_activation="gelu")
+  ref = randomize(transformers.XLNetLMHeadModel(cfg), seed=3)
+  path = save(ref, tmp_path)
+  model, params = from_hf(path)
+  rng = np.random.default_rng(0)
+  ids1, ids2 = rng.integers(0, V, (B, T1)), rng.integers(0, V, (B, T2))
+  tt = np.zeros((B, T2), np.int64)
+  tt[:, 6:] = 1
+  attn = np.ones((B, T2), np.int64)
+  attn[1, -2:] = 0
+  perm_mask, target_mapping = _perm_inputs(rng)
+
+  with torch.no_grad():
+    r1 = ref(input_ids=torch.tensor(ids1), use_mems=True)
+    r2 = ref(input_ids=torch.tensor(ids2), mems=r1.mems, perm_mask=torch.tensor(perm_mask),
+             target_mapping=torch.tensor(target_mapping), token_type_ids=torch.tensor(tt),
+             attention_mask=torch.tensor(attn, dtype=torch.float32), use_mems=True)
+  o1 = model.apply({"params": params}, {"input_ids": jnp.asarray(ids1, jnp.int32)})
+  o2 = model.apply({"params": params}, {
+      "input_ids": jnp.asarray(ids2, jnp.int32), "mems": o1["mems"],
+      "perm_mask": jnp.asarray(perm_mask), "target_mapping": jnp.asarray(target_mapping),
+      "token_type_ids": jnp.asarray(tt, jnp.int32), "attention_mask": jnp.asarray(attn, jnp.int32)})
+
+  mems = lambda ms: np.stack([m.numpy().transpose(1, 0, 2) for m in ms])
+  diffs = {
+      "segment 1 logits": np.abs(np.asarray(o1["logits"]) - r1.logits.numpy()).max(),
+      "segment 1 mems": np.abs(np.asarray(o1["mems"]) - mems(r1.mems)).max(),
+      "segment 2 logits [B,P,V]": np.abs(np.asarray(o2["logits"]) - r2.logits.numpy()).max(),
+      "segment 2 mems": np.abs(np.asarray(o2["mems"]) - mems(r2.mems)).max(),
+  }
+  assert o2["logits"].shape == (B, P, V)
+  print({k: f"{v:.3g}" for k, v in diffs.items()})
+  assert max(diffs.values()) <= TOL, diffs
