@@ -21,7 +21,7 @@ Modes (every batch array is [B, T] unless noted, B = global_batch_size / process
             probability data.random_next_prob, sentences of another document (label 1) [B];
             token_type_ids 0 on [CLS] A [SEP], 1 on B [SEP]; with prob data.short_seq_prob the target
             length is shorter than T (as in BERT); an over-long pair loses tokens from the start of A
-            or the end of B, never at the A|B seam. Eval padding rows have label -1.
+            or the end of B, never at the A|B seam.
   "stream"  Transformer-XL: row i of every batch continues row i of the previous batch: the
             process' documents are dealt round-robin to B streams, each stream concatenates its
             documents (separated as in "packed", no per-row [CLS]) and advances T tokens per batch.
@@ -31,11 +31,13 @@ Always: input_ids, attention_mask (1 = real token), token_type_ids, word_ids, ph
 index of the unit within the row (0, 1, ... in order; a unit cut by the row edge counts in both rows),
 -1 on special tokens, padding and outside any unit. word_ids are whitespace words; phrase_ids and
 entity_ids come from the synthetic corpus' annotations and are all -1 for plain text.
-Eval splits end with a partial batch padded with empty rows (attention_mask 0).
+Eval splits end with a partial batch padded with empty rows (attention_mask 0; label 0 in "pairs").
+Tokenized documents are kept in a per-process LRU cache of `data.doc_cache` documents.
 """
 from __future__ import annotations
 
 import copy
+import functools
 
 import grain
 import ml_collections
@@ -68,6 +70,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       short_seq_prob=0.1,       # pairs
       random_next_prob=0.5,     # pairs
       read_threads=2,           # grain read threads (packed, pairs)
+      doc_cache=2048,           # tokenized documents kept per process (LRU)
       synthetic=dict(num_docs=6000, eval_docs=300, seed=0),
   ))
 
@@ -78,10 +81,11 @@ def tokenize_document(doc: dict, tok: Tokenizer) -> dict[str, np.ndarray]:
   lines = doc["text"].split("\n")
   ids, word, sent, offset = [], [], [], 0
   for i, (line, (li, lw)) in enumerate(zip(lines, tok.encode_lines_with_words(lines))):
+    n_words = max(len(line.split()), 1)
     ids.append(li)
-    word.append(lw + offset)
+    word.append(np.minimum(lw, n_words - 1) + offset)      # (a normaliser may split a word further)
     sent.append(np.full(len(li), i, np.int32))
-    offset += len(line.split())
+    offset += n_words
   out = {"ids": np.concatenate(ids), "word": np.concatenate(word), "sent": np.concatenate(sent)}
   for unit in ("phrase", "entity"):
     of_word = np.full(offset + 1, -1, np.int32)
@@ -305,6 +309,20 @@ def make_pair(i: int, rng: np.random.Generator, docs, seq_len: int, tok: Tokeniz
 
 
 # ---- the dataset ------------------------------------------------------------------------------------------
+class _CachedDocs:
+  """docs[i] -> tokenize_document(source[i]), LRU-cached (pairs read two documents per example)."""
+
+  def __init__(self, source, tok: Tokenizer, size: int):
+    self.source = source
+    self._get = functools.lru_cache(maxsize=size)(lambda i: tokenize_document(source[i], tok))
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    return self._get(int(i))
+
+
 class TextDataset:
   """`iter(ds)` -> a fresh grain DatasetIterator over batches; `.tokenizer`; `.info` (dict)."""
 
@@ -322,8 +340,9 @@ def _pad_batch(batch: dict, rows: int, pad_id: int) -> dict:
   n = len(batch["input_ids"])
   if n == rows:
     return batch
-  fill = lambda k, v: np.full((rows - n,) + v.shape[1:], pad_id if k in ("input_ids", "target_ids")
-                              else (0 if k in ("attention_mask", "token_type_ids") else -1), np.int32)
+  value = {"input_ids": pad_id, "target_ids": pad_id, "attention_mask": 0, "token_type_ids": 0,
+           "next_sentence_label": 0}
+  fill = lambda k, v: np.full((rows - n,) + v.shape[1:], value.get(k, -1), np.int32)
   return {k: np.concatenate([v, fill(k, v)]) for k, v in batch.items()}
 
 
@@ -347,7 +366,7 @@ def build_dataset(data_cfg, *, split: str = "train", global_batch_size: int, seq
   tok = sources.corpus_tokenizer(data_cfg)
   _convention(tok, data_cfg.special_tokens)                # fail now on a bad data.special_tokens
   source = sources.open_source(data_cfg, split)
-  docs = grain.MapDataset.source(source).map(lambda d: tokenize_document(d, tok))
+  docs = _CachedDocs(source, tok, data_cfg.doc_cache)
   order = grain.MapDataset.range(len(source))
   if shuffle:
     order = order.shuffle(seed=seed)

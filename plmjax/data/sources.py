@@ -22,6 +22,7 @@ changed file rebuilds. Documents keep their order (no TFDS shuffling); the pipel
 """
 from __future__ import annotations
 
+import functools
 import glob
 import hashlib
 import logging
@@ -187,12 +188,12 @@ class DocumentSource:
     return f"DocumentSource({self.name}, {len(self)} documents)"
 
 
-def _synthetic_records(data_cfg, split: str) -> list[dict]:
-  n = data_cfg.synthetic.num_docs if split == "train" else data_cfg.synthetic.eval_docs
-  docs = synthetic.split_documents(split, n, seed=data_cfg.synthetic.seed)
+@functools.lru_cache(maxsize=4)
+def _synthetic_records(split: str, n: int, seed: int) -> tuple[dict, ...]:
+  docs = synthetic.split_documents(split, n, seed=seed)
   span = lambda s: np.asarray(s, np.int32).reshape(-1, 2)
-  return [{"text": d.text, "entity_spans": span(d.entity_spans), "phrase_spans": span(d.phrase_spans)}
-          for d in docs]
+  return tuple({"text": d.text, "entity_spans": span(d.entity_spans), "phrase_spans": span(d.phrase_spans)}
+               for d in docs)
 
 
 def canonical_split(split: str, available) -> str:
@@ -210,7 +211,9 @@ def canonical_split(split: str, available) -> str:
 def open_source(data_cfg, split: str) -> DocumentSource:
   if not data_cfg.path:
     split = canonical_split(split, synthetic.SPLIT_SEED_OFFSET)
-    return DocumentSource(_synthetic_records(data_cfg, split), f"synthetic[{split}]")
+    syn = data_cfg.synthetic
+    n = syn.num_docs if split == "train" else syn.eval_docs
+    return DocumentSource(_synthetic_records(split, n, syn.seed), f"synthetic[{split}]")
   if data_cfg.path.startswith("tfds:"):
     name = data_cfg.path[len("tfds:"):]
     builder = tfds.builder(name, data_dir=data_cfg.data_dir or None, file_format="array_record")
