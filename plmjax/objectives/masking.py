@@ -120,10 +120,15 @@ def span_length_probs(p: float, max_len: int) -> np.ndarray:
   return probs / probs.sum()
 
 
+def span_lengths(u: Array, p: float, max_len: int) -> Array:
+  """Uniforms u [...] -> span lengths (in words) ~ clipped Geometric(p), int32 in [1, max_len], by
+  inverting the CDF: L = 1 + #{l < max_len : u >= P(L <= l)}."""
+  cdf = jnp.asarray(np.cumsum(span_length_probs(p, max_len))[:-1], jnp.float32)   # [max_len - 1]
+  return 1 + (u[..., None] >= cdf).sum(-1).astype(jnp.int32)
+
+
 def sample_span_lengths(key: Array, shape: tuple[int, ...], p: float, max_len: int) -> Array:
-  """Span lengths (in words) ~ clipped Geometric(p): int32 in [1, max_len]."""
-  logits = jnp.log(jnp.asarray(span_length_probs(p, max_len), jnp.float32))
-  return jax.random.categorical(key, logits, shape=shape).astype(jnp.int32) + 1
+  return span_lengths(jax.random.uniform(key, shape), p, max_len)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -152,7 +157,7 @@ def _row_units(row: dict, eligible: Array, unit: str) -> Array:
   return _first_position_units(keys, eligible, 3 * T)
 
 
-def _geometric_segments(key: Array, words: Array, eligible: Array, spec: MaskSpec) -> Array:
+def _geometric_segments(u: Array, words: Array, eligible: Array, spec: MaskSpec) -> Array:
   """Word units [T] -> segment units [T]: each sentence's words tiled by clipped-geometric segments.
 
   One i.i.d. length sequence L_0, L_1, ... is drawn per row; its segment starts c_i = L_0 + ... +
@@ -169,7 +174,7 @@ def _geometric_segments(key: Array, words: Array, eligible: Array, spec: MaskSpe
   first_word = jnp.zeros((T,), bool).at[
       jnp.where(word_start & ~prev_eligible, start_rank, T)].set(True, mode="drop")  # by word index
   sentence = jax.lax.cummax(jnp.where(first_word, t, 0))                          # its first word
-  lengths = sample_span_lengths(key, (T,), spec.span_p, spec.span_max_words)       # [T]
+  lengths = span_lengths(u, spec.span_p, spec.span_max_words)                      # [T]
   starts = jnp.cumsum(lengths) - lengths                                           # c_i, ascending
   virtual = starts[sentence] + t - sentence                                        # by word index
   seg_start = starts[jnp.clip(jnp.searchsorted(starts, virtual), 0, T - 1)] == virtual
@@ -177,20 +182,20 @@ def _geometric_segments(key: Array, words: Array, eligible: Array, spec: MaskSpe
   return jnp.where(eligible, segment[rank], -1)
 
 
-def _select_units(key: Array, units: Array, eligible: Array, mask_prob: float, max_predictions: int):
+def _select_units(u_priority: Array, u_cross: Array, units: Array, eligible: Array, mask_prob: float,
+                  max_predictions: int) -> Array:
   """Budgeted random unit selection (module docstring, steps 1-3) -> selected [T] bool."""
   T = units.shape[0]
-  k_priority, k_cross = jax.random.split(key)
   size = jnp.zeros((T,), jnp.int32).at[jnp.where(eligible, units, T)].add(1, mode="drop")
   n = eligible.sum()
   budget = jnp.where(n > 0, jnp.clip(jnp.round(mask_prob * n), 1, max_predictions), 0)
-  priority = jnp.where(size > 0, jax.random.uniform(k_priority, (T,)), 2.0)
+  priority = jnp.where(size > 0, u_priority, 2.0)
   order = jnp.argsort(priority)                                                    # [T] unit ids
   s = size[order]
   incl = jnp.cumsum(s)
   excl = incl - s
   crossing = (excl < budget) & (incl > budget) & (incl <= max_predictions)
-  keep_crossing = jax.random.uniform(k_cross, (T,)) * s < budget - excl
+  keep_crossing = u_cross * s < budget - excl
   take = (s > 0) & ((incl <= budget) | (crossing & keep_crossing))
   chosen = jnp.zeros((T,), bool).at[order].set(take)                              # by unit id
   return eligible & chosen[jnp.clip(units, 0, T - 1)]
@@ -207,10 +212,11 @@ def _runs(selected: Array) -> tuple[Array, Array]:
   return start, end
 
 
-def random_regular_tokens(key: Array, shape: tuple[int, ...], vocab: Vocab) -> Array:
-  """Uniform over the vocabulary minus the special ids: draw from [0, V - #special), then step over
-  each special id in increasing order."""
-  r = jax.random.randint(key, shape, 0, vocab.vocab_size - len(vocab.special_ids), jnp.int32)
+def random_regular_tokens(u: Array, vocab: Vocab) -> Array:
+  """Uniforms u [...] -> ids uniform over the vocabulary minus the special ids: r = floor(u * (V -
+  #special)), then r steps over each special id in increasing order."""
+  n = vocab.vocab_size - len(vocab.special_ids)
+  r = jnp.minimum((u * n).astype(jnp.int32), n - 1)
   for s in vocab.special_ids:                      # a handful of static ids, not a loop over data
     r = r + (r >= s).astype(jnp.int32)
   return r
@@ -219,20 +225,21 @@ def random_regular_tokens(key: Array, shape: tuple[int, ...], vocab: Vocab) -> A
 def _mask_row(key: Array, row: dict, spec: MaskSpec, vocab: Vocab) -> dict:
   ids = row["input_ids"]                                                           # [T]
   T, P = ids.shape[0], spec.max_predictions
-  k_span, k_select, k_action, k_random = jax.random.split(key, 4)
+  # One uniform draw per position for each random choice (a single PRNG call: cheap to compile).
+  u_span, u_priority, u_cross, u_action, u_random = jax.random.uniform(key, (5, T))
   eligible = row["eligible"]
   units = _row_units(row, eligible, "word" if spec.unit == "span" else spec.unit)
   if spec.unit == "span":
-    units = _geometric_segments(k_span, units, eligible, spec)
-  selected = _select_units(k_select, units, eligible, spec.mask_prob, P)           # [T]
+    units = _geometric_segments(u_span, units, eligible, spec)
+  selected = _select_units(u_priority, u_cross, units, eligible, spec.mask_prob, P)           # [T]
 
   run_start, run_end = _runs(selected)
   decider = run_start if spec.unit == "span" else jnp.clip(units, 0, T - 1)        # [T]
-  u = jax.random.uniform(k_action, (T,))[decider]                                  # one draw per unit
+  u = u_action[decider]                                                            # one draw per unit
   action = jnp.where(u < spec.mask_token_prob, MASK,
                      jnp.where(u < spec.mask_token_prob + spec.random_token_prob, RANDOM, KEEP))
   corrupted = jnp.where(action == MASK, vocab.mask_id,
-                        jnp.where(action == RANDOM, random_regular_tokens(k_random, (T,), vocab), ids))
+                        jnp.where(action == RANDOM, random_regular_tokens(u_random, vocab), ids))
   corrupted = jnp.where(selected, corrupted, ids)
 
   positions = jnp.nonzero(selected, size=P, fill_value=0)[0].astype(jnp.int32)     # [P] ascending
@@ -244,7 +251,7 @@ def _mask_row(key: Array, row: dict, spec: MaskSpec, vocab: Vocab) -> dict:
       "masked_ids": jnp.where(weights, ids[positions], 0).astype(jnp.int32),
       "masked_weights": weights.astype(jnp.float32),
       "masked_actions": jnp.where(weights, action[positions], KEEP).astype(jnp.int32),
-      "masked_units": jnp.where(weights, decider[positions], -1).astype(jnp.int32),
+      "masked_units": jnp.where(weights, units[positions], -1).astype(jnp.int32),
       "span_left": jnp.clip(left, 0, T - 1).astype(jnp.int32),
       "span_right": jnp.clip(right, 0, T - 1).astype(jnp.int32),
       "span_offset": jnp.where(weights, positions - run_start[positions], 0).astype(jnp.int32),
@@ -264,7 +271,7 @@ def mask_tokens(batch: dict, key: Array, spec: MaskSpec, vocab: Vocab) -> dict:
     masked_ids [B, P]         the original ids there (0 in padding slots)
     masked_weights [B, P]     float32, 1 for a real target, 0 for a padding slot
     masked_actions [B, P]     MASK / RANDOM / KEEP, the 80/10/10 decision
-    masked_units [B, P]       the unit (span: merged span) each target was decided with, -1 pad
+    masked_units [B, P]       index of the target's unit within the row (span: its segment), -1 pad
     span_left, span_right [B, P]   the boundary positions s - 1, e + 1 of the target's span
     span_offset [B, P]        t - s, the target's offset in its span
     span_valid [B, P]         float32, 1 where both boundaries lie inside the row
