@@ -272,13 +272,17 @@ def _sentences(doc: dict, a: int, b: int) -> dict[str, np.ndarray]:
   return {u: doc[u][lo:hi] for u in ("ids", *UNITS)}
 
 
+def _num_sentences(doc: dict) -> int:
+  return int(doc["sent"][-1]) + 1 if len(doc["sent"]) else 1     # (a document may tokenize to nothing)
+
+
 def make_pair(i: int, rng: np.random.Generator, docs, seq_len: int, tok: Tokenizer, short_seq_prob: float,
               random_next_prob: float) -> dict[str, np.ndarray]:
   """One NSP example from document i (`docs[j]` -> tokenized document); see the module docstring."""
   room = seq_len - 3
   target = room if rng.random() >= short_seq_prob else int(rng.integers(2, room + 1))
   doc = docs[i]
-  n_sent = int(doc["sent"][-1]) + 1
+  n_sent = _num_sentences(doc)
   start = int(rng.integers(0, n_sent))
   end = start + 1                                   # sentences [start, end) fill up to `target`
   while end < n_sent and np.sum(doc["sent"] < end) - np.sum(doc["sent"] < start) < target:
@@ -289,7 +293,7 @@ def make_pair(i: int, rng: np.random.Generator, docs, seq_len: int, tok: Tokeniz
   if label:
     j = int(rng.integers(0, len(docs) - 1)) if len(docs) > 1 else i
     other = docs[j + (j >= i) if len(docs) > 1 else i]
-    m = int(other["sent"][-1]) + 1
+    m = _num_sentences(other)
     s0 = int(rng.integers(0, m))
     b = _sentences(other, s0, m)
     b = {k: v[:max(target - len(a["ids"]), 1)] for k, v in b.items()}
