@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from plmjax.data import build_dataset, default_data_config
+from plmjax.data import build_dataset, default_data_config, pipeline
 from plmjax.data.tokenizer import wordpiece_tokenizer
 
 N_TRAIN, N_VALID = 40, 7
@@ -59,6 +59,12 @@ def assert_whole_documents(docs):
   for doc in docs:
     d = doc[0][0]
     assert doc == [(d, s) for s in range(2 + d % 5)]
+
+
+def test_renumber_units_within_a_row():
+  unit = np.array([-1, 4, 4, 5, -1, 0, 0, 0, 7], np.int32)
+  doc = np.array([-1, 0, 0, 0, -1, 1, 1, 2, 2], np.int32)       # doc 1 ends, doc 2 starts on unit 0
+  assert pipeline.renumber(unit, doc).tolist() == [-1, 0, 0, 1, -1, 2, 2, 3, 4]
 
 
 def test_packed_cls_sep(corpus, tmp_path):

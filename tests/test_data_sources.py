@@ -146,9 +146,12 @@ def test_tfds_catalog_routing(monkeypatch):
 
 def test_tokenizer_trained_once_and_cached(tmp_path, monkeypatch):
   corpus = tmp_path / "c.txt"
-  corpus.write_text("".join(f"the cat number {i} sat on the mat\n\n" for i in range(60)))
+  corpus.write_text("".join(f"the cat number {i} sat on the <unk> mat\n\n" for i in range(60)))
   cfg = cfg_for(corpus, tmp_path, vocab_size=40)
   tok = sources.corpus_tokenizer(cfg)
-  assert tok.name.endswith("sp_unigram_40.model") and tok.mask_id == 6
+  assert "sp_unigram_40_" in tok.name and tok.mask_id == 6
+  ids, words = tok.encode_with_words("on the <unk> mat")
+  assert tok.token_to_id("<unk>") == 7 and 7 in ids[words == 2]          # "<unk>" is one piece
+  assert tok.decode(ids[words == 2]) == "<unk>" and len(ids[words == 2]) <= 2
   monkeypatch.setattr(sources, "train_sentencepiece", lambda *a, **k: pytest.fail("retrained"))
   assert sources.corpus_tokenizer(cfg).encode("the cat") == tok.encode("the cat")

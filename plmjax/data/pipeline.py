@@ -59,6 +59,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       vocab_size=8000,          # sentencepiece training (when data.tokenizer is "")
       tokenizer_type="unigram",  # unigram | bpe | word | char
       tokenizer_max_docs=100_000,  # train-split documents read to train the tokenizer
+      tokenizer_symbols=("<unk>",),  # extra unsplittable pieces (WikiText / PTB write "<unk>")
       seq_len=128,
       mode="packed",            # packed | pairs | stream
       special_tokens="cls_sep",  # cls_sep | bos_eos | eos | none

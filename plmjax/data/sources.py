@@ -229,7 +229,8 @@ def open_source(data_cfg, split: str) -> DocumentSource:
 
 def corpus_tokenizer(data_cfg) -> Tokenizer:
   """data.tokenizer if set; the synthetic WordPiece for the synthetic corpus; else a sentencepiece
-  model (data.vocab_size, data.tokenizer_type) trained on the train split once, cached in data_dir."""
+  model (data.vocab_size, data.tokenizer_type, data.tokenizer_symbols) trained on the train split
+  once, cached next to the built dataset."""
   if data_cfg.tokenizer:
     return load_tokenizer(os.path.expanduser(data_cfg.tokenizer))
   if not data_cfg.path:
@@ -239,13 +240,16 @@ def corpus_tokenizer(data_cfg) -> Tokenizer:
   else:
     builder = build_local(data_cfg)
     folder = os.fspath(builder.data_path)
-  prefix = os.path.join(folder, f"sp_{data_cfg.tokenizer_type}_{data_cfg.vocab_size}")
+  symbols = tuple(data_cfg.tokenizer_symbols)
+  tag = hashlib.sha1(repr(symbols).encode()).hexdigest()[:6] if symbols else "plain"
+  prefix = os.path.join(folder, f"sp_{data_cfg.tokenizer_type}_{data_cfg.vocab_size}_{tag}")
   if not os.path.isfile(prefix + ".model"):
     train = open_source(data_cfg, "train")
     lines = (ln for i in range(min(len(train), data_cfg.tokenizer_max_docs))
              for ln in train[i]["text"].split("\n"))
     tmp = f"{prefix}.tmp{os.getpid()}"
-    train_sentencepiece(lines, tmp, data_cfg.vocab_size, data_cfg.tokenizer_type)
+    train_sentencepiece(lines, tmp, data_cfg.vocab_size, data_cfg.tokenizer_type,
+                        user_defined_symbols=symbols)
     os.replace(tmp + ".vocab", prefix + ".vocab")
     os.replace(tmp + ".model", prefix + ".model")                  # last: its presence marks done
   return load_tokenizer(prefix + ".model")
