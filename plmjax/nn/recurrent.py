@@ -186,16 +186,12 @@ class LSTMStack(nn.Module):
     inputs = {d: x for d in cfg.directions}                                      # [B, T, I]
     outputs, finals = [], {d: [] for d in cfg.directions}
     for l, hidden in enumerate(cfg.hidden_sizes):
-      ys = {}
+      ys, final = StackLayer(cfg, hidden, name=f"layers_{l}")(
+          inputs, {d: states[d][l] for d in cfg.directions}, mask, train=train)
       for d in cfg.directions:
-        lstm = LSTM(hidden, cfg.proj_size, cfg.forget_bias, cfg.cell_clip, cfg.proj_clip,
-                    cfg.weight_drop, reverse=(d == "bwd"), dtype=jnp.dtype(cfg.dtype),
-                    name=f"{d}_{l}")
-        y, final = lstm(inputs[d], states[d][l], mask, train=train)              # [B, T, P]
-        if cfg.residual and l > 0 and y.shape[-1] == inputs[d].shape[-1]:
-          y = y + inputs[d]
-        ys[d] = y
-        finals[d].append(final)
+        if cfg.residual and l > 0 and ys[d].shape[-1] == inputs[d].shape[-1]:
+          ys[d] = ys[d] + inputs[d]
+        finals[d].append(final[d])
       out = jnp.concatenate([ys[d] for d in cfg.directions], axis=-1)            # [B, T, D_l]
       outputs.append(out)
       if l + 1 < len(cfg.hidden_sizes):
@@ -206,6 +202,22 @@ class LSTMStack(nn.Module):
           inputs = {d: drop(ys[d]) for d in cfg.directions}                     # kept apart
     finals = {d: tuple(v) for d, v in finals.items()}
     return outputs, (finals if cfg.bidirectional else finals["fwd"])
+
+
+class StackLayer(nn.Module):
+  """Layer l of a stack: one LSTM per direction (params `layers_l/fwd`, `layers_l/bwd`), so that
+  layer-indexed transfer rules (discriminative learning rates, unfreezing) find it by name."""
+  cfg: LSTMStackConfig
+  hidden_size: int
+
+  @nn.compact
+  def __call__(self, inputs: dict, states: dict, mask: Optional[Array], *, train: bool):
+    cfg, ys, finals = self.cfg, {}, {}
+    for d in cfg.directions:
+      lstm = LSTM(self.hidden_size, cfg.proj_size, cfg.forget_bias, cfg.cell_clip, cfg.proj_clip,
+                  cfg.weight_drop, reverse=(d == "bwd"), dtype=jnp.dtype(cfg.dtype), name=d)
+      ys[d], finals[d] = lstm(inputs[d], states[d], mask, train=train)           # [B, T, P]
+    return ys, finals
 
 
 def initial_state(cfg: LSTMStackConfig, batch_size: int):
