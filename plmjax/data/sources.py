@@ -16,7 +16,7 @@ corpus. All give random access to documents, for grain, with TensorFlow neither 
 Local text is one document per blank-line-separated block, one sentence per line; `data.doc_split`
 "heading" (chosen by "auto" when the text has WikiText's " = Title = " lines) starts a document at
 each top-level heading instead and keeps every other non-blank line, sub-headings included, as is;
-"line" makes each line a document. The build (`<data_dir>/plm_local_text/<name>_<fingerprint>/`)
+"line" makes each line a document. The build (`<data_dir>/local_text/<name>_<fingerprint>/1.0.0/`)
 is keyed by the files' paths, sizes and mtimes and the split options, so it is idempotent and a
 changed file rebuilds. Documents keep their order (no TFDS shuffling); the pipeline shuffles.
 """
