@@ -14,7 +14,9 @@ go to `jax.nn.dot_product_attention` as its additive `bias`; the content term is
 q·k with q + u as query. With attention dropout active, the explicit einsum path runs instead.
 
 XLNet's query stream attends with queries at arbitrary target positions (`q_positions`); its
-position term is then gathered per target instead of shifted.
+position term is then gathered per target instead of shifted. A query that may attend to no key
+at all (XLNet's first target of an order, without memory) gets a zero attention output, not the
+uniform average over hidden keys that the reference implementations fall back to.
 
 Shapes: B batch, T query length, S key length (memory + segment), R = S + T distances,
 N heads, D head dim, E model width.
@@ -162,4 +164,7 @@ class RelativeAttention(nn.Module):
     out = dot_product_attention(q + r_w.astype(q.dtype), k, v, mask, bias * scale, scale=scale,
                                 dropout_rate=rate, dropout_rng=rng,
                                 implementation=self.implementation)         # [B, T, N, D]
+    if mask is not None:   # a query that may see no key gets nothing (not a uniform average)
+      sees = jnp.any(mask, axis=-1)                                         # [B|1, 1|N, T]
+      out = out * jnp.moveaxis(sees, 1, -1)[..., None].astype(out.dtype)   # [B|1, T, 1|N, 1]
     return jnp.einsum("btnd,nde->bte", out, self.out_kernel.astype(out.dtype))
