@@ -10,6 +10,7 @@ import dataclasses
 from typing import Callable, Optional
 
 from plmjax.models import bert, gpt
+from plmjax.models import awd_lstm, elmo, siatl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,9 +26,12 @@ class ModelSpec:
 
 
 SURVEY: dict[str, ModelSpec] = {s.name: s for s in [
-    ModelSpec("elmo", "Peters et al. 2018", "BiLSTM + char-CNN", "bidirectional LM (two directions)", "-"),
-    ModelSpec("ulmfit", "Howard & Ruder 2018", "AWD-LSTM", "causal LM", "-"),
-    ModelSpec("siatl", "Chronopoulou et al. 2019", "LSTM", "causal LM + auxiliary LM loss", "-"),
+    ModelSpec("elmo", "Peters et al. 2018", "BiLSTM + char-CNN", "bidirectional LM (two directions)", "-",
+              elmo.elmo_original, elmo.Elmo, "implemented"),
+    ModelSpec("ulmfit", "Howard & Ruder 2018", "AWD-LSTM", "causal LM", "-",
+              awd_lstm.awd_lstm, awd_lstm.AwdLstm, "implemented"),
+    ModelSpec("siatl", "Chronopoulou et al. 2019", "LSTM", "causal LM + auxiliary LM loss", "-",
+              siatl.siatl, siatl.Siatl, "implemented"),
     ModelSpec("gpt1", "Radford et al. 2018", "Transformer decoder (post-LN)", "causal LM", "-",
               gpt.gpt1, gpt.GPT, "implemented"),
     ModelSpec("gpt2", "Radford et al. 2019", "Transformer decoder (pre-LN)", "causal LM", "-",
