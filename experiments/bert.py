@@ -35,8 +35,8 @@ def get_config(arg: str = "tiny") -> ConfigDict:
     c.model = model_section("bert", hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64, max_len=32)
     c.data.seq_len = 32
     c.objective.max_predictions = 5
-    c.optimizer = optimizer_section(name="bert_adam", learning_rate=2e-3, warmup_steps=10)
-    c.train = train_section(steps=100, batch_size=16, log_every=10, checkpoint_every=50,
+    c.optimizer = optimizer_section(name="bert_adam", learning_rate=3e-3, warmup_steps=10)
+    c.train = train_section(steps=100, batch_size=32, log_every=10, checkpoint_every=50,
                             eval_every=50, eval_steps=4)
     return c
   big = arg == "large"

@@ -37,7 +37,7 @@ def get_config(arg: str = "tiny") -> ConfigDict:
     c.data.seq_len = 32
     c.objective.max_predictions = 5
     c.optimizer = optimizer_section(name="adamw", learning_rate=2e-3, warmup_steps=10, b2=0.98)
-    c.train = train_section(steps=100, batch_size=16, log_every=10, checkpoint_every=50,
+    c.train = train_section(steps=100, batch_size=32, log_every=10, checkpoint_every=50,
                             eval_every=50, eval_steps=4)
     return c
   big = arg == "large"

@@ -1,0 +1,93 @@
+"""The `plmjax` command.
+
+    plmjax train     --config experiments/bert.py:tiny --workdir DIR [--config.KEY=VALUE ...]
+    plmjax eval      --config experiments/bert.py:tiny --workdir DIR [--config.KEY=VALUE ...]
+    plmjax bench     --config experiments/bert.py:base [--batch-size B] [--steps N] [--config...]
+    plmjax tokenizer --input FILE [FILE ...] --out PREFIX [--vocab-size N] [--type unigram|bpe|...]
+
+`--config FILE.py:ARG` loads `get_config(ARG)` from FILE.py (ARG picks the size: tiny, base, ...);
+each `--config.section.key=value` then overrides one key (an unknown key is an error that names the
+closest valid one). `train` on a DIR that holds checkpoints resumes from the latest one.
+Outputs of `train`: DIR/metrics.jsonl, DIR/tensorboard/, DIR/checkpoints/, DIR/config.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+EPILOG = """examples:
+  plmjax train --config experiments/bert.py:tiny --workdir /tmp/bert_tiny
+  plmjax train --config experiments/gpt2.py:tiny --workdir /tmp/gpt2 --config.train.steps=200 \\
+      --config.data.path=../shared/data/wikitext-2
+  plmjax eval  --config experiments/gpt2.py:tiny --workdir /tmp/gpt2
+  plmjax bench --config experiments/bert.py:base --batch-size 8 --steps 5
+  plmjax tokenizer --input corpus.txt --out /tmp/sp --vocab-size 8000
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="plmjax", description=__doc__.split("\n\n")[0],
+                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+  def with_config(name: str, help: str) -> argparse.ArgumentParser:
+    s = sub.add_parser(name, help=help, description=help + "\nMore arguments: --config.KEY=VALUE "
+                       "overrides, e.g. --config.train.steps=10.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--config", required=True, metavar="FILE.py:ARG",
+                   help="experiment config, e.g. experiments/bert.py:tiny")
+    return s
+
+  s = with_config("train", "Train (or resume) a model; writes DIR/metrics.jsonl, tensorboard/, checkpoints/.")
+  s.add_argument("--workdir", required=True, metavar="DIR")
+  s = with_config("eval", "Evaluate the latest checkpoint in DIR on data.eval_split.")
+  s.add_argument("--workdir", required=True, metavar="DIR")
+  s = with_config("bench", "Time the train step: tokens/s and model-FLOPs utilisation against the "
+                  "measured matmul peak of this machine.")
+  s.add_argument("--batch-size", type=int, default=None, help="global batch (default: train.batch_size)")
+  s.add_argument("--steps", type=int, default=5, help="timed steps after warm-up")
+  s.add_argument("--json", metavar="FILE", default=None, help="also write the result as JSON")
+
+  s = sub.add_parser("tokenizer", help="Train a sentencepiece tokenizer on text files.")
+  s.add_argument("--input", nargs="+", required=True, metavar="FILE")
+  s.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.model / PREFIX.vocab")
+  s.add_argument("--vocab-size", type=int, default=8000)
+  s.add_argument("--type", default="unigram", choices=("unigram", "bpe", "word", "char"))
+  return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args, rest = _parser().parse_known_args(argv)
+  if args.command == "tokenizer":
+    if rest:
+      raise SystemExit(f"plmjax tokenizer: unexpected arguments {rest}")
+    from plmjax.data import train_tokenizer_cli
+    train_tokenizer_cli(args.input, args.out, args.vocab_size, args.type)
+    return 0
+
+  from plmjax.train.config import ConfigError, get_config
+  try:
+    config = get_config(args.config, rest)
+  except ConfigError as e:
+    raise SystemExit(f"plmjax {args.command}: {e}") from None
+
+  if args.command == "train":
+    from plmjax.train.loop import train_and_evaluate
+    train_and_evaluate(config, args.workdir)
+  elif args.command == "eval":
+    from plmjax.train.loop import evaluate
+    print(json.dumps(evaluate(config, args.workdir)))
+  elif args.command == "bench":
+    from plmjax.train.bench import benchmark, format_result
+    result = benchmark(config, batch_size=args.batch_size, steps=args.steps)
+    print(format_result(result))
+    if args.json:
+      with open(args.json, "w") as f:
+        json.dump(result, f, indent=2)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,57 @@
+"""Checkpoints: one orbax CheckpointManager per run, under WORKDIR/checkpoints/<step>/ with items
+
+    state    the TrainState (params, optimizer state, step, rng, model_state), sharded arrays
+    data     the grain iterator position (grain's own orbax handler: one JSON file per process)
+    config   the run's config, as JSON (for reading; resuming uses the command-line config)
+
+Saves are asynchronous (the arrays are copied off the devices, then written in the background
+while training continues), keep the newest `keep` checkpoints, and are atomic: orbax writes into
+a temporary folder and renames it when complete, so a run killed mid-save leaves the previous
+checkpoint as the latest. Restoring takes an abstract target (shapes, dtypes, shardings), so each
+device reads only its own shards.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import grain
+import orbax.checkpoint as ocp
+
+from plmjax.train.state import TrainState
+
+
+class Checkpointer:
+
+  def __init__(self, directory: str, keep: int, async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           enable_async_checkpointing=async_save)
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_names=("state", "data", "config"))
+
+  def latest_step(self) -> Optional[int]:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: TrainState, data_iter, config, force: bool = False) -> bool:
+    """Starts saving; returns once the state is off the devices and the iterator position taken."""
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(data_iter),
+        config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())))
+    return self.manager.save(step, args=args, force=force)
+
+  def restore(self, step: int, target: TrainState, data_iter) -> TrainState:
+    """Restores the state into `target`'s shapes / shardings and moves `data_iter` in place."""
+    restored = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target),
+        data=grain.checkpoint.CheckpointRestore(data_iter)))
+    return restored.state
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()

@@ -1,0 +1,238 @@
+"""The training loop: `train_and_evaluate(config, workdir)`, and `evaluate(config, workdir)`.
+
+    build      mesh, train data (its tokenizer sets the model's vocab_size), model, objective,
+               optimizer, sharded TrainState, jitted train / eval steps
+    resume     if WORKDIR/checkpoints holds a checkpoint: state + data-iterator position; the
+               metrics file is cut back to that step, so a restarted run writes exactly the lines
+               an uninterrupted run would have
+    loop       for step s = state.step .. train.steps - 1:
+                 state, m = train_step(state, next batch)     (m: loss at params after s updates)
+                 log       s % log_every == 0 or last:  WORKDIR/metrics.jsonl, TensorBoard, tqdm
+                 evaluate  (s+1) % eval_every == 0 or last: eval_steps batches of data.eval_split,
+                           line {"split": "eval", "step": s+1, loss, perplexity, ...}
+                 save      (s+1) % checkpoint_every == 0 or last, or on SIGTERM (then exit)
+
+A NaN / inf loss stops the run with an error naming the step (checked whenever metrics are
+fetched, i.e. at log steps). Train lines carry "step" = updates done before the measured step;
+eval lines carry "step" = updates done when evaluated.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from typing import Optional
+
+import jax
+import numpy as np
+import tensorboardX
+import tqdm
+
+from plmjax.data import build_dataset
+from plmjax.objectives import build_objective
+from plmjax.train import config as config_lib
+from plmjax.train.checkpoint import Checkpointer
+from plmjax.train.mesh import make_mesh, shard_batch
+from plmjax.train.optim import make_optimizer
+from plmjax.train.state import abstract_state, count_params, create_train_state
+from plmjax.train.step import make_eval_step, make_train_step, model_inputs_shapes
+
+LM_LOSS_KEYS = ("clm_loss", "mlm_loss")   # token-level losses that have a perplexity
+
+
+# ---- metrics -----------------------------------------------------------------------------------------
+class MetricsLog:
+  """WORKDIR/metrics.jsonl (one JSON object per line) + TensorBoard events; process 0 writes."""
+
+  def __init__(self, workdir: str, resume_step: Optional[int] = None):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.active = jax.process_index() == 0
+    if not self.active:
+      return
+    if resume_step is not None:
+      self._truncate(resume_step)
+    elif os.path.exists(self.path):
+      os.remove(self.path)      # a fresh run in a reused folder starts a fresh log
+    self.tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def _truncate(self, step: int) -> None:
+    """Keeps train lines of steps < `step` and eval lines of steps <= `step`."""
+    if not os.path.exists(self.path):
+      return
+    keep = []
+    with open(self.path) as f:
+      for line in f:
+        try:
+          rec = json.loads(line)
+        except json.JSONDecodeError:   # a line cut by a kill
+          continue
+        if rec["step"] < step or (rec.get("split") == "eval" and rec["step"] <= step):
+          keep.append(line if line.endswith("\n") else line + "\n")
+    with open(self.path, "w") as f:
+      f.writelines(keep)
+
+  def write(self, step: int, metrics: dict, split: str = "train") -> dict:
+    rec = {"step": int(step), **({"split": split} if split != "train" else {}),
+           **{k: float(v) for k, v in metrics.items()}}
+    if self.active:
+      with open(self.path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+      for k, v in metrics.items():
+        self.tb.add_scalar(f"{split}/{k}", float(v), step)
+    return rec
+
+  def close(self) -> None:
+    if self.active:
+      self.tb.close()
+
+
+def with_perplexity(metrics: dict) -> dict:
+  for k in LM_LOSS_KEYS:
+    if k in metrics:
+      return {**metrics, "perplexity": math.exp(min(float(metrics[k]), 50.0))}
+  return metrics
+
+
+# ---- building a run ------------------------------------------------------------------------------------
+class Run:
+  """Everything a config builds before the first step."""
+
+  def __init__(self, config, workdir: str):
+    self.config, self.workdir = config, os.path.abspath(workdir)
+    t = config.train
+    self.mesh = make_mesh(config.mesh)
+    self.process = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    self.train_data = build_dataset(config.data, split="train", global_batch_size=t.batch_size,
+                                    seq_len=config.data.seq_len, seed=t.seed, **self.process)
+    self.tokenizer = self.train_data.tokenizer
+    self.model, self.model_config = config_lib.build_model(config.model, self.tokenizer, config.dtype)
+    self.objective = build_objective(config.objective, self.tokenizer)
+    self.tx, self.schedule = make_optimizer(config.optimizer, t.steps, t.clip_norm)
+
+    local = next(iter(self.train_data))          # shapes only; the real iterator starts fresh
+    count = self.process["process_count"]
+    self.batch_shapes = {k: jax.ShapeDtypeStruct((v.shape[0] * count,) + v.shape[1:], v.dtype)
+                         for k, v in local.items()}
+    inputs = model_inputs_shapes(self.objective, self.batch_shapes)
+    self.state, self.shardings = create_train_state(self.model, self.tx, inputs, self.mesh, t.seed)
+    self.train_step = make_train_step(self.model, self.objective, self.tx, self.schedule, self.mesh,
+                                      self.shardings, self.batch_shapes, grad_accum=t.grad_accum)
+    self.eval_step = make_eval_step(self.model, self.objective, self.mesh, self.shardings,
+                                    self.batch_shapes)
+    self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), t.keep_checkpoints)
+
+  def restore_latest(self, data_iter) -> Optional[int]:
+    step = self.checkpointer.latest_step()
+    if step is None:
+      return None
+    target = abstract_state(self.state, self.shardings)
+    self.state = self.checkpointer.restore(step, target, data_iter)
+    return int(self.state.step)
+
+  def evaluate(self) -> dict:
+    """Mean metrics over `train.eval_steps` batches of the eval split (fixed masking keys)."""
+    cfg, t = self.config, self.config.train
+    data = build_dataset(cfg.data, split=cfg.data.eval_split, global_batch_size=t.batch_size,
+                         seq_len=cfg.data.seq_len, seed=t.seed, **self.process)
+    totals, weight = {}, 0.0
+    for i, batch in zip(range(t.eval_steps), data):
+      key = jax.random.fold_in(jax.random.PRNGKey(t.seed + 1), i)
+      m = jax.device_get(self.eval_step(self.state.params, shard_batch(batch, self.mesh), key))
+      w = float(m.get("num_targets", 1.0))
+      for k, v in m.items():
+        totals[k] = totals.get(k, 0.0) + float(v) * (1.0 if k == "num_targets" else w)
+      weight += w
+    if not weight:
+      raise ValueError(f"evaluation found no targets in split {cfg.data.eval_split!r}")
+    return with_perplexity({k: v if k == "num_targets" else v / weight for k, v in totals.items()})
+
+
+# ---- the loop ------------------------------------------------------------------------------------------
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks after every step."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._old)
+
+
+def _check_finite(step: int, metrics: dict, workdir: str) -> None:
+  loss = float(metrics["loss"])
+  if not math.isfinite(loss):
+    raise FloatingPointError(f"loss is {loss} at step {step}: stopping (checkpoints, if any, are in "
+                             f"{workdir}/checkpoints; try a lower optimizer.learning_rate or "
+                             f"train.clip_norm)")
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the last metrics."""
+  os.makedirs(workdir, exist_ok=True)
+  run = Run(config, workdir)
+  t = config.train
+  data_iter = iter(run.train_data)
+  start = run.restore_latest(data_iter) or 0
+  log = MetricsLog(run.workdir, resume_step=start if start else None)
+  is_main = jax.process_index() == 0
+  if is_main:
+    with open(os.path.join(run.workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    print(f"model {config.model.name}: {count_params(run.state.params):,} params, vocab "
+          f"{run.model_config.vocab_size}, dtype {run.model_config.dtype}, mesh {dict(run.mesh.shape)}"
+          + (f"; resumed at step {start}" if start else ""), flush=True)
+    floor = run.train_data.info.get("entropy_floor_nats")
+    if floor:
+      print(f"synthetic corpus entropy floor: {floor['per_token']:.3f} nats/token", flush=True)
+
+  preempt = _Preemption()
+  bar = tqdm.tqdm(total=t.steps, initial=start, disable=not is_main, dynamic_ncols=True)
+  last, tokens, t0 = {}, 0, time.perf_counter()
+  try:
+    for step in range(start, t.steps):
+      host_batch = next(data_iter)
+      tokens += int(np.sum(host_batch["attention_mask"])) * jax.process_count()
+      run.state, metrics = run.train_step(run.state, shard_batch(host_batch, run.mesh))
+      done = step + 1
+      if step % t.log_every == 0 or done == t.steps:
+        metrics = jax.device_get(metrics)
+        _check_finite(step, metrics, run.workdir)
+        elapsed = time.perf_counter() - t0
+        last = log.write(step, {**metrics, "tokens_per_sec": tokens / max(elapsed, 1e-9)})
+        bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_sec']:.0f}")
+        tokens, t0 = 0, time.perf_counter()
+      bar.update(1)
+      if done % t.eval_every == 0 or done == t.steps:
+        rec = log.write(done, run.evaluate(), split="eval")
+        bar.write(json.dumps(rec))
+      if done % t.checkpoint_every == 0 or done == t.steps or preempt.requested:
+        run.checkpointer.save(done, run.state, data_iter, config, force=preempt.requested)
+      if preempt.requested:
+        run.checkpointer.wait()
+        bar.write(f"SIGTERM: saved step {done} to {run.checkpointer.directory}; exiting")
+        break
+  finally:
+    bar.close()
+    preempt.restore()
+    run.checkpointer.close()
+    log.close()
+  return last
+
+
+def evaluate(config, workdir: str) -> dict:
+  """`plmjax eval`: evaluates the latest checkpoint in `workdir` (or the fresh init if none)."""
+  run = Run(config, workdir)
+  step = run.restore_latest(iter(run.train_data))
+  metrics = {"step": step or 0, "split": "eval", **run.evaluate()}
+  run.checkpointer.close()
+  if jax.process_index() == 0:
+    with open(os.path.join(run.workdir, "eval.jsonl"), "a") as f:
+      f.write(json.dumps(metrics) + "\n")
+  return metrics
