@@ -213,7 +213,7 @@ def test_rows_without_eligible_tokens_get_no_targets():
   data["input_ids"][1, :] = PAD
   data["input_ids"][1, :3] = (CLS, SEP, SEP)
   data["attention_mask"][1] = data["input_ids"][1] != PAD
-  out = masker("word")(data, jax.random.key(0))
+  out = masker("word", 64)(data, jax.random.key(0))
   assert float(out["masked_weights"][:2].sum()) == 0.0
   np.testing.assert_array_equal(out["input_ids"][:2], data["input_ids"][:2])
   assert float(out["masked_weights"][2:].sum()) > 0

@@ -28,18 +28,23 @@ crossing unit's size (|count - b| <= size - 1; exactly b for token units), and i
 expectation* (E[count] = excl + size * (b - excl) / size = b), which keeps the masking rate at
 `mask_prob` for every unit type instead of biasing it down (always skip the crossing unit) or up
 (always take it). The one exception is a capped budget (b = P), where the crossing unit cannot fit
-and the count falls short by less than one unit. Because the crossing unit is first length-biased
-(longer units cross more often) and then kept with probability inversely proportional to its size,
-the lengths of the selected units keep their sampled distribution.
+and the count falls short by less than one unit. (This is BERT's whole-word rule, "skip a word that
+would overflow", made unbiased; SpanBERT instead cuts its last span at the budget, mid-word.)
+
+A budget-limited draw cannot keep both the rate and the unit lengths unbiased: the unit that reaches
+the budget is length-biased (the inspection paradox), so whatever is done with it, the units taken
+before it are on average shorter than the unit distribution. Selected spans therefore average fewer
+words than the 3.8 that spans are sampled with: 3.55 at T = 128 and 3.67 at T = 512 (one sentence,
+1.5 pieces per word); SpanBERT's own sequential sampler, with the same budget on the same rows,
+gives 3.14 and 3.62 (see tests/test_masking_spans.py).
 
 SpanBERT spans. Rather than sampling (start, length) pairs until the budget is met and resolving
 their overlaps, which is sequential, each sentence (a run of eligible tokens between special tokens)
 is *tiled* by consecutive segments whose lengths are i.i.d. draws of the clipped geometric, the last
 one cut at the sentence's end. The segments are then the units of the selection above. They are
-disjoint, start at word starts and cover whole words, and a selected segment's length follows the
-sampled distribution, apart from segments cut at a sentence's end (SpanBERT clips spans at the
-sequence end too). Selected segments that touch merge into one span, as SpanBERT merges touching
-spans.
+disjoint, start at word starts, cover whole words and follow the sampled lengths, apart from the
+segment cut at a sentence's end (SpanBERT clips spans at the sequence end too). Selected segments
+that touch merge into one span, as SpanBERT merges touching spans.
 
 80/10/10 is decided once per unit: all tokens of a selected unit get the same action (for spans, per
 merged span, as in SpanBERT's `replacement='span'`). A random replacement draws a fresh token per
