@@ -54,7 +54,7 @@ def test_concat_pool_ignores_padding():
 
 
 def test_classifier_pooled_and_layer_ids():
-  model = AwdLstm(AwdLstmConfig(**TINY, concat_pool=True, classifier_hidden=5))
+  model = AwdLstm(AwdLstmConfig(**TINY, classifier_hidden=5))
   ids = jnp.ones((2, 6), jnp.int32)
   out, params = model.init_with_output(jax.random.key(0), {"input_ids": ids,
                                                            "attention_mask": jnp.ones((2, 6))})

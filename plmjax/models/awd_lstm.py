@@ -16,7 +16,8 @@ Classifier (ULMFiT's concat pooling): the encoder's top states over the real tok
 
     pooled = [h^L_last; max_t h^L_t; mean_t h^L_t]       [B, 3E]
 
-and, with `classifier_hidden` = 50 as in the paper, passed through dropout, a 50-unit ReLU layer
+and, with `classifier_hidden` = 50 as in the paper (0 by default, so that a pretrained LM and its
+classifier have the same parameters and `plmjax finetune` can load one into the other), passed through dropout, a 50-unit ReLU layer
 (`outputs["pooled"]` [B, 50]); the task head (plmjax.finetune) adds dropout and the output layer.
 The paper puts batch normalisation before each of the two layers; this version has none (no mutable
 batch statistics in the engine). Discriminative learning rates, slanted triangular LR and gradual
@@ -52,8 +53,9 @@ class AwdLstmConfig:
   ar_alpha: float = 2.0
   tar_beta: float = 1.0
   tie_weights: bool = True
-  concat_pool: bool = False           # classifier: add `pooled` (concat pooling)
-  classifier_hidden: int = 50         # 0: pooled is the raw [B, 3E] concat pool
+  concat_pool: bool = True            # add `pooled` (concat pooling; no params unless hidden > 0)
+  classifier_hidden: int = 0          # the paper's 50-unit layer; 0: pooled is the [B, 3E] pool
+  max_len: int = 1 << 30              # no positional limit (generic code asks for max_len)
   classifier_dropout: float = 0.4
   dtype: str = "float32"
 

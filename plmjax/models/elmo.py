@@ -57,14 +57,21 @@ class ElmoConfig:
   residual: bool = True               # skip connection from layer 1 to layer 2
   dropout_rate: float = 0.1
   mix_directions: bool = False        # True: the leaky deep BiLSTM (see the module docstring)
+  max_len: int = 1 << 30              # no positional limit
   dtype: str = "float32"
 
   def __post_init__(self):
+    # configs read back from JSON hold lists; the module needs hashable tuples
+    object.__setattr__(self, "char_vocab", tuple(self.char_vocab))
+    object.__setattr__(self, "filters", tuple(tuple(f) for f in self.filters))
     if self.token_encoder not in ("char_cnn", "embed"):
       raise ValueError(f"ElmoConfig.token_encoder={self.token_encoder!r}: expected 'char_cnn' or 'embed'")
     if self.char_vocab and len(self.char_vocab) != self.vocab_size:
       raise ValueError(f"ElmoConfig.char_vocab has {len(self.char_vocab)} tokens but "
                        f"vocab_size={self.vocab_size}")
+
+  def replace(self, **kw):
+    return dataclasses.replace(self, **kw)
 
   @property
   def lstm(self) -> LSTMStackConfig:

@@ -45,6 +45,7 @@ class SiatlConfig:
   classifier: bool = True             # False: the LM alone (pretraining)
   task_hidden: int = 100              # the added task-specific LSTM
   task_dropout: float = 0.3
+  max_len: int = 1 << 30              # no positional limit
   dtype: str = "float32"
 
   @property
@@ -54,7 +55,7 @@ class SiatlConfig:
                          embed_dropout=self.embed_dropout, input_dropout=self.input_dropout,
                          hidden_dropout=self.hidden_dropout, weight_drop=self.weight_drop,
                          output_dropout=self.output_dropout, ar_alpha=0.0, tar_beta=0.0,
-                         dtype=self.dtype)
+                         concat_pool=False, dtype=self.dtype)
 
   def replace(self, **kw):
     return dataclasses.replace(self, **kw)

@@ -85,3 +85,17 @@ class RecurrentLM:
     loss = lm + ar + tar
     return loss, {"lm_loss": lm, "lm_accuracy": acc, "ar": ar, "tar": tar, "num_targets": n,
                   "loss": loss}
+
+
+DEFAULTS = {"bilm": dict(name="bilm"), "rnn_lm": dict(name="rnn_lm")}
+
+
+def build(cfg, vocab) -> BidirectionalLM | RecurrentLM:
+  """Objective `cfg.name` in {"bilm", "rnn_lm"} (`vocab`: the tokenizer, for its pad id)."""
+  name = cfg["name"]
+  extra = sorted(set(dict(cfg.items()) if hasattr(cfg, "items") else cfg) - {"name"})
+  if name not in DEFAULTS:
+    raise ValueError(f"objective.name={name!r}: the recurrent LM objectives are {sorted(DEFAULTS)}")
+  if extra:
+    raise ValueError(f"objective.{extra[0]}: unknown key for objective {name!r} (it has none)")
+  return BidirectionalLM() if name == "bilm" else RecurrentLM(pad_id=int(vocab.pad_id))
