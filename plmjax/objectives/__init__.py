@@ -6,6 +6,9 @@
     "mlm_nsp"      Bert         masked LM + next-sentence prediction (BERT)
     "span_mlm_sbo" Bert + SBO   geometric span masking, masked LM + span boundary objective (SpanBERT)
     "clm"          GPT          causal LM (GPT-1, GPT-2)
+    "plm"          XLNet        permutation LM (plm.py)
+    "bilm"         ELMo         forward + backward LM (bilm.py)
+    "rnn_lm"       AWD-LSTM     causal LM with AR/TAR (bilm.py)
 
 `default_objective_config(name)` lists every key with its default; experiment configs override some
 of them, and `build_objective` rejects keys a given objective does not have.
@@ -40,6 +43,9 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "span_mlm_sbo": dict(name="span_mlm_sbo", **{**_MASKING, "unit": "span"},
                          sbo_weight=1.0, sbo_max_offset=20),
     "clm": dict(name="clm"),
+    "plm": dict(name="plm", num_predict=85, max_span=5, mask_alpha=6, perm_size=0),
+    "bilm": dict(name="bilm"),
+    "rnn_lm": dict(name="rnn_lm"),
 }
 
 NAMES = tuple(_DEFAULTS)
@@ -76,6 +82,13 @@ def build_objective(cfg: Any, vocab: Any) -> Objective:
   c = _resolve(cfg)
   if c.name == "clm":
     return CausalLM()
+  if c.name in ("bilm", "rnn_lm"):
+    from plmjax.objectives import bilm
+    return bilm.build(c, vocab)
+  if c.name == "plm":
+    from plmjax.objectives.plm import PermutationLM
+    return PermutationLM(num_predict=c.num_predict, max_span=c.max_span, mask_alpha=c.mask_alpha,
+                         perm_size=c.perm_size, special_ids=Vocab.from_tokenizer(vocab).special_ids)
   spec = MaskSpec(mask_prob=c.mask_prob, max_predictions=c.max_predictions, unit=c.unit,
                   mask_token_prob=c.mask_token_prob, random_token_prob=c.random_token_prob,
                   span_p=c.span_p, span_max_words=c.span_max_words)
