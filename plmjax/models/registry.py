@@ -11,6 +11,7 @@ from typing import Callable, Optional
 
 from plmjax.models import bert, gpt
 from plmjax.models import awd_lstm, elmo, siatl
+from plmjax.models import transformer_xl, xlnet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +49,10 @@ SURVEY: dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec("ernie_thu", "Zhang et al. 2019", "Transformer encoder + knowledge encoder", "MLM + entity alignment", "subword + entity"),
     ModelSpec("mtdnn", "Liu et al. 2019", "Transformer encoder", "multi-task fine-tuning", "-"),
     ModelSpec("ernie2", "Sun et al. 2020", "Transformer encoder", "continual multi-task pretraining", "subword, phrase, entity"),
-    ModelSpec("transformer_xl", "Dai et al. 2019", "Transformer-XL (relative, memory)", "causal LM", "-"),
-    ModelSpec("xlnet", "Yang et al. 2019", "Transformer-XL, two-stream", "permutation LM", "n-gram span targets"),
+    ModelSpec("transformer_xl", "Dai et al. 2019", "Transformer-XL (relative, memory)", "causal LM", "-",
+              transformer_xl.TransformerXLConfig, transformer_xl.TransformerXL, "implemented"),
+    ModelSpec("xlnet", "Yang et al. 2019", "Transformer-XL, two-stream", "permutation LM", "n-gram span targets",
+              xlnet.XLNetConfig, xlnet.XLNet, "implemented"),
 ]}
 
 

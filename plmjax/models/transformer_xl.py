@@ -59,6 +59,8 @@ class TransformerXLConfig(TransformerConfig):
   same_length: bool = True           # every query sees the same number of keys
   untie_r: bool = True               # per-layer r_w_bias / r_r_bias
   attention_dropout_rate: float = 0.0
+  segment_len: int = 0               # > 0: a longer row runs as segments of this length in one
+                                     # lax.scan threading the memory (training over long rows)
 
   def __post_init__(self):
     if self.head_size == 0:
@@ -148,8 +150,37 @@ class TransformerXL(nn.Module):
     cfg = self.config
     return jnp.zeros((cfg.num_layers, batch_size, cfg.mem_len, cfg.hidden_size), cfg.jnp_dtype)
 
-  @nn.compact
   def __call__(self, batch: dict, *, train: bool = False, mem_grad: bool = False) -> dict:
+    src = batch["inputs_embeds"] if "inputs_embeds" in batch else batch["input_ids"]
+    s = self.config.segment_len
+    if s and src.shape[1] > s:
+      return self._over_segments(batch, train, mem_grad)
+    return self._segment(batch, train, mem_grad)
+
+  def _over_segments(self, batch: dict, train: bool, mem_grad: bool) -> dict:
+    """A row of K·S tokens as K segments of S, memory threaded by one (lifted) lax.scan."""
+    s = self.config.segment_len
+    long_keys = [k for k in ("input_ids", "inputs_embeds", "labels") if k in batch]
+    b, t = batch[long_keys[0]].shape[:2]
+    if t % s:
+      raise ValueError(f"TransformerXL: length {t} is not a multiple of segment_len={s}")
+    split = lambda a: jnp.moveaxis(a.reshape((b, t // s, s) + a.shape[2:]), 1, 0)   # [K, B, S, ...]
+    xs = {k: split(batch[k]) for k in long_keys}
+    mems = batch.get("mems")
+    mems = self.init_mems(b) if mems is None else mems
+
+    def body(mdl, mems, seg):
+      out = mdl._segment({**seg, "mems": mems}, train, mem_grad)
+      return out.pop("mems"), out
+
+    scan = nn.scan(body, variable_broadcast="params", split_rngs={"params": False, "dropout": True},
+                   in_axes=0, out_axes=0)
+    mems, outs = scan(self, mems, xs)
+    merge = lambda a: jnp.moveaxis(a, 0, 1).reshape((b, t) + a.shape[3:])          # [B, K·S, ...]
+    return {**{k: merge(v) for k, v in outs.items()}, "mems": mems}
+
+  @nn.compact
+  def _segment(self, batch: dict, train: bool, mem_grad: bool) -> dict:
     cfg = self.config
     kw = dict(vocab_size=cfg.vocab_size, embed_size=cfg.d_embed, model_size=cfg.hidden_size,
               cutoffs=tuple(cfg.cutoffs), div_val=cfg.div_val, init_std=cfg.init_std,
