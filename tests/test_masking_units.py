@@ -193,7 +193,7 @@ def test_80_10_10_is_decided_per_unit(unit):
     assert abs(frac - p) <= Z * np.sqrt(p * (1 - p) / N), (action, frac, N)
 
 
-@pytest.mark.parametrize("unit", ["token", "word", "span"])
+@pytest.mark.parametrize("unit", ["token", "span"])
 def test_max_predictions_caps_targets(unit):
   P = 5
   data, out = masked(unit, P=P)

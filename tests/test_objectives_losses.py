@@ -183,6 +183,8 @@ def test_config_defaults_and_errors():
     cfg = default_objective_config(name)
     assert cfg.name == name and build_objective(cfg, TOK) is not None
   assert default_objective_config("span_mlm_sbo").unit == "span"
+  for name, cls in (("plm", "PermutationLM"), ("bilm", "BidirectionalLM"), ("rnn_lm", "RecurrentLM")):
+    assert type(build_objective({"name": name}, TOK)).__name__ == cls
   assert set(default_objective_config("mlm_nsp")) - set(default_objective_config("mlm")) == {"nsp_weight"}
   with pytest.raises(ValueError, match="objective.mask_prb"):
     build_objective({"name": "mlm", "mask_prb": 0.2}, TOK)

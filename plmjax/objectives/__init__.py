@@ -26,7 +26,8 @@ from plmjax.objectives.mlm import MaskedLM
 
 _MASKING = dict(
     mask_prob=0.15,            # fraction of the eligible (real, non-special) tokens to predict
-    max_predictions=20,        # P, static target slots per row (BERT: 20 at T=128, 80 at T=512)
+    max_predictions=20,        # P, static target slots per row (BERT: 20 at T=128, 80 at T=512;
+                               #   multi-token units need headroom above 0.15 T, see masking.py)
     unit="token",              # token | word | phrase | entity | span
     mask_token_prob=0.8,       # 80/10/10: [MASK] / random token / unchanged, per unit
     random_token_prob=0.1,
@@ -40,7 +41,8 @@ _MASKING = dict(
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "mlm": dict(name="mlm", **_MASKING),
     "mlm_nsp": dict(name="mlm_nsp", **_MASKING, nsp_weight=1.0),
-    "span_mlm_sbo": dict(name="span_mlm_sbo", **{**_MASKING, "unit": "span"},
+    # spans need slot headroom above the 15 % budget (masking.py): >= 0.15 T + 10, here T = 128
+    "span_mlm_sbo": dict(name="span_mlm_sbo", **{**_MASKING, "unit": "span", "max_predictions": 30},
                          sbo_weight=1.0, sbo_max_offset=20),
     "clm": dict(name="clm"),
     "plm": dict(name="plm", num_predict=85, max_span=5, mask_alpha=6, perm_size=0),
