@@ -121,7 +121,7 @@ def test_sbo_head_reads_only_the_boundaries_and_offset():
   prepared = {"inputs": {"span_left": jnp.array([[2, 2, 7]]), "span_right": jnp.array([[5, 5, 9]]),
                          "span_offset": jnp.array([[0, 1, 0]])}}
   hidden = jax.random.normal(jax.random.key(1), (1, 12, 16))
-  fn = lambda p, h: head.apply(p, h, prepared, head, attend, method=lambda m, *a: sbo_logits(*a[:2], m, a[3]))
+  fn = lambda p, h: head.apply(p, h, prepared, attend, method=lambda m, h, b, a: sbo_logits(h, b, m, a))
   params = jax.jit(lambda k: head.init(k, hidden[:, :3], hidden[:, :3], prepared["inputs"]["span_offset"],
                                        attend))(jax.random.key(2))
   out = fn(params, hidden)
