@@ -36,6 +36,7 @@ MODEL_RUNTIME_FIELDS = ("vocab_size", "pad_token_id", "dtype", "param_dtype")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 TRAIN_KEYS = ("steps", "batch_size", "seed", "log_every", "checkpoint_every", "eval_every",
               "eval_steps", "grad_accum", "clip_norm", "keep_checkpoints")
+LEARNED_POSITION_MODELS = ("bert", "roberta", "gpt1", "gpt2")   # rows longer than max_len break them
 OPTIMIZER_KEYS = ("name", "learning_rate", "warmup_steps", "decay", "end_lr", "b1", "b2", "eps",
                   "weight_decay")
 
@@ -225,5 +226,6 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"train.{k}={t[k]} must be >= 1")
   if t.batch_size % t.grad_accum:
     raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
-  if cfg.data.seq_len > cfg.model.max_len:
-    raise ConfigError(f"data.seq_len={cfg.data.seq_len} exceeds model.max_len={cfg.model.max_len}")
+  if cfg.model.name in LEARNED_POSITION_MODELS and cfg.data.seq_len > cfg.model.max_len:
+    raise ConfigError(f"data.seq_len={cfg.data.seq_len} exceeds model.max_len={cfg.model.max_len} "
+                      f"(the size of {cfg.model.name}'s learned position table)")

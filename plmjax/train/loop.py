@@ -8,7 +8,8 @@
     loop       for step s = state.step .. train.steps - 1:
                  state, m = train_step(state, next batch)     (m: loss at params after s updates)
                  log       s % log_every == 0 or last:  WORKDIR/metrics.jsonl, TensorBoard, tqdm
-                 evaluate  (s+1) % eval_every == 0 or last: eval_steps batches of data.eval_split,
+                 evaluate  (s+1) % eval_every == 0 or last: eval_steps batches of data.eval_split
+                           (eval_steps = 0: no evaluation),
                            line {"split": "eval", "step": s+1, loss, perplexity, ...}
                  save      (s+1) % checkpoint_every == 0 or last, or on SIGTERM (then exit)
 
@@ -209,7 +210,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_sec']:.0f}")
         tokens, t0 = 0, time.perf_counter()
       bar.update(1)
-      if done % t.eval_every == 0 or done == t.steps:
+      if t.eval_steps and (done % t.eval_every == 0 or done == t.steps):
         rec = log.write(done, run.evaluate(), split="eval")
         bar.write(json.dumps(rec))
       if done % t.checkpoint_every == 0 or done == t.steps or preempt.requested:
