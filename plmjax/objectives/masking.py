@@ -38,9 +38,9 @@ would overflow", made unbiased; SpanBERT instead cuts its last span at the budge
 A budget-limited draw cannot keep both the rate and the unit lengths unbiased: the unit that reaches
 the budget is length-biased (the inspection paradox), so whatever is done with it, the units taken
 before it are on average shorter than the unit distribution. Selected spans therefore average fewer
-words than the 3.8 that spans are sampled with: 3.55 at T = 128 and 3.67 at T = 512 (one sentence,
-1.5 pieces per word); SpanBERT's own sequential sampler, with the same budget on the same rows,
-gives 3.14 and 3.62 (see tests/test_masking_spans.py).
+words than the 3.8 that spans are sampled with: about 3.5 at T = 128 and 3.7 at T = 512 (one
+sentence, 1.5 pieces per word); SpanBERT's own sequential sampler, with the same budget on the same
+rows, gives about 3.1 and 3.6 (tests/test_masking_spans.py compares the two).
 
 SpanBERT spans. Rather than sampling (start, length) pairs until the budget is met and resolving
 their overlaps, which is sequential, each sentence (a run of eligible tokens between special tokens)
@@ -118,8 +118,13 @@ class MaskSpec:
 
 
 def eligible_tokens(input_ids: Array, attention_mask: Array | None, vocab: Vocab) -> Array:
-  """[B, T] True where a token may be a target: real (not padding) and not a special token."""
-  ok = input_ids != vocab.pad_id if attention_mask is None else attention_mask.astype(bool)
+  """[B, T] True where a token may be a target: real (not padding) and not a special token. A [B, T]
+  attention mask marks the real tokens; without one (or with a [B, T, T] visibility matrix) the
+  padding is found by `pad_id`."""
+  if attention_mask is None or attention_mask.ndim != 2:
+    ok = input_ids != vocab.pad_id
+  else:
+    ok = attention_mask.astype(bool)
   return ok & ~jnp.isin(input_ids, jnp.asarray(vocab.special_ids or (-1,), input_ids.dtype))
 
 
