@@ -18,7 +18,7 @@ from plmjax.nn.attention import causal_mask
 from plmjax.objectives.plm import (PermutationLM, permutation_masks, sample_spans,
                                    span_length_probs)
 
-T, V = 6, 40
+T, V = 5, 40
 # A large init scale so that log-probabilities vary well beyond float32 rounding.
 CFG = XLNetConfig(vocab_size=V, hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32, init_std=0.5,
                   dropout_rate=0.0, attention_dropout_rate=0.0, mem_len=T)
