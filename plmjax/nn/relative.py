@@ -143,8 +143,9 @@ class RelativeAttention(nn.Module):
     """x [B, T|P, E] query-stream input -> [B, T|P, E].
 
     mask: bool [B|1, 1, T|P, S], True = may attend. seg_diff: bool [B, T|P, S], True where query
-    and key lie in different segments (XLNet; None: no segment term). q_positions: [B, P] segment positions of the
-    queries when they are not 0..T-1 (XLNet's query stream). biases: shared (r_w, r_r)."""
+    and key lie in different segments (XLNet; None: no segment term). q_positions: [B, P]
+    segment positions of the queries when they are not 0..T-1 (XLNet's query stream).
+    biases: the shared (r_w, r_r) when `shared_biases`."""
     r_w, r_r = biases if self.shared_biases else (self.r_w_bias, self.r_r_bias)
     q = self.query(x)                                                       # [B, T, N, D]
     s = k.shape[1]
