@@ -11,6 +11,9 @@ decays during fine-tuning.
 
     L = L_task + gamma_n L_LM,   gamma_n = gamma_0 * decay ** n   (n = epoch; exponential decay)
 
+(`aux_lm_weight`; the two losses are plmjax.finetune.model's task_loss and lm_loss over the same
+batch, see experiments/rnn_sst2.py.)
+
 Sequential unfreezing (the paper): first only the new layers train, then the pretrained LSTM layers
 join, then the embedding. Here it is `plmjax.finetune.transfer`'s gradual unfreezing over the layer
 ids embed -> 0, lm/rnn/layers_l -> l + 1, task layers -> top, which thaws the pretrained LSTM layers
@@ -23,7 +26,6 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from plmjax.models.awd_lstm import AwdLstm, AwdLstmConfig
 from plmjax.nn.recurrent import LSTM
@@ -103,16 +105,3 @@ def aux_lm_weight(epoch, gamma0: float = 0.2, decay: float = 0.5):
   """gamma_n = gamma0 * decay ** n: the auxiliary LM loss weight in epoch n (exponential decay)."""
   return gamma0 * decay ** jnp.asarray(epoch, jnp.float32)
 
-
-def siatl_loss(outputs: dict, class_logits: Array, batch: dict, gamma: Array) -> tuple[Array, dict]:
-  """L_task + gamma L_LM over the real tokens. class_logits [B, C]; batch: input_ids,
-  attention_mask [B, T], label [B], weights [B] (0 for padding rows)."""
-  w = batch["weights"].astype(jnp.float32)
-  ce = optax.softmax_cross_entropy_with_integer_labels(class_logits, batch["label"])
-  task = (ce * w).sum() / jnp.maximum(w.sum(), 1.0)
-  ids, mask = batch["input_ids"], batch["attention_mask"].astype(jnp.float32)
-  nll = optax.softmax_cross_entropy_with_integer_labels(outputs["logits"][:, :-1], ids[:, 1:])
-  tw = mask[:, 1:] * mask[:, :-1] * w[:, None]
-  lm = (nll * tw).sum() / jnp.maximum(tw.sum(), 1.0)
-  acc = ((class_logits.argmax(-1) == batch["label"]) * w).sum() / jnp.maximum(w.sum(), 1.0)
-  return task + gamma * lm, {"task_loss": task, "lm_loss": lm, "gamma": gamma, "accuracy": acc}
