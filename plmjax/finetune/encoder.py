@@ -4,8 +4,10 @@
 
 `model.init_from`:
   * a folder with config.json: a Hugging Face checkpoint, imported by `plmjax.convert.from_hf`;
-  * a plmjax workdir or checkpoint directory: restored through `plmjax.train.checkpoint`
-    (`load_pretrained(path) -> (module, params)`), the training engine's checkpoints;
+  * a plmjax workdir (DIR/config.json + DIR/checkpoints/<step>/state, as `plmjax train` writes
+    them; the latest step) or one checkpoint DIR/checkpoints/<step>: the run's config rebuilds the
+    model (plmjax.train.config.build_model) and its tokenizer (plmjax.data.sources.corpus_tokenizer),
+    orbax restores the params;
   * "": `model.name` built from the registry with `model.arch` overrides, randomly initialised
     (training from scratch: the baseline that pretraining must beat).
 
@@ -56,6 +58,53 @@ def _strip_heads(module, params, keep_lm: bool):
   return module, params
 
 
+def is_hf_folder(path: str) -> bool:
+  return os.path.isfile(os.path.join(path, "config.json")) and not os.path.isdir(
+      os.path.join(path, "checkpoints"))
+
+
+def plmjax_run(path: str) -> tuple[str, str]:
+  """-> (workdir, checkpoint step directory) of a plmjax workdir or one of its checkpoints."""
+  path = os.path.abspath(path)
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    steps = sorted((int(d) for d in os.listdir(os.path.join(path, "checkpoints")) if d.isdigit()))
+    if not steps:
+      raise FileNotFoundError(f"model.init_from={path!r}: no checkpoints under {path}/checkpoints")
+    return path, os.path.join(path, "checkpoints", str(steps[-1]))
+  parent = os.path.dirname(os.path.dirname(path))
+  if os.path.basename(path).isdigit() and os.path.isfile(os.path.join(parent, "config.json")):
+    return parent, path
+  raise FileNotFoundError(f"model.init_from={path!r}: neither a Hugging Face folder (config.json), "
+                          "a plmjax workdir (checkpoints/) nor a plmjax checkpoint (checkpoints/<step>)")
+
+
+def plmjax_run_config(path: str):
+  import json
+
+  import ml_collections
+  workdir, _ = plmjax_run(path)
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def plmjax_tokenizer(path: str):
+  """The tokenizer a plmjax pretraining run used (its data section)."""
+  from plmjax.data.sources import corpus_tokenizer
+  return corpus_tokenizer(plmjax_run_config(path).data)
+
+
+def load_plmjax(path: str, tokenizer):
+  """(module, params) of a plmjax pretraining run's checkpoint."""
+  import orbax.checkpoint as ocp
+  from plmjax.train.config import build_model
+  run_cfg = plmjax_run_config(path)
+  _, step_dir = plmjax_run(path)
+  module, _ = build_model(run_cfg.model, tokenizer, "float32")
+  restored = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "state"))
+  params = restored["params"] if isinstance(restored, dict) else restored.params
+  return module, jax.tree.map(jnp.asarray, params)
+
+
 def load_encoder(cfg, tokenizer) -> Encoder:
   m = cfg.model
   path = m.init_from
@@ -63,19 +112,14 @@ def load_encoder(cfg, tokenizer) -> Encoder:
   overrides = {}
   if m.dropout_rate >= 0:
     overrides = dict(dropout_rate=float(m.dropout_rate), attention_dropout_rate=float(m.dropout_rate))
-  if path and os.path.isfile(os.path.join(path, "config.json")):
+  if path and is_hf_folder(path):
     from plmjax.convert import from_hf
     module, params = from_hf(path, scan_layers=bool(m.scan_layers), **overrides)
     source = f"hf:{path}"
   elif path:
     if not os.path.exists(path):
       raise FileNotFoundError(f"model.init_from={path!r} does not exist")
-    try:
-      from plmjax.train.checkpoint import load_pretrained
-    except ImportError as e:
-      raise NotImplementedError(f"model.init_from={path!r}: not a Hugging Face folder (no config.json) "
-                                f"and plmjax.train.checkpoint.load_pretrained is unavailable ({e})") from None
-    module, params = load_pretrained(path)
+    module, params = load_plmjax(path, tokenizer)
     if overrides:
       module = module.clone(config=module.config.replace(**overrides))
     source = f"plmjax:{path}"

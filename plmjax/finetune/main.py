@@ -31,9 +31,10 @@ import numpy as np
 import optax
 
 from plmjax.finetune import config as fconfig
-from plmjax.finetune.encoder import add_framing_tokens, check_vocab_fits, load_encoder, merge_pretrained
+from plmjax.finetune.encoder import (add_framing_tokens, check_vocab_fits, is_hf_folder, load_encoder,
+                                    merge_pretrained, plmjax_tokenizer)
 from plmjax.finetune.features import Framing, batches, num_batches, pad_batch
-from plmjax.finetune.model import TaskModel, predictions, task_loss
+from plmjax.finetune.model import Head, ScalarMix, TaskModel, predictions, task_loss
 from plmjax.finetune.taskdata import prepare_task, read_examples, texts_of
 from plmjax.finetune.tasks import get_task
 from plmjax.finetune.transfer import build_optimizer
@@ -53,6 +54,8 @@ def task_list(cfg) -> list[tuple[str, str, str, int, int]]:
 def load_tokenizer_for(cfg, workdir: str, texts: Sequence[str]):
   from plmjax.data.tokenizer import load_tokenizer, train_sentencepiece
   spec = cfg.data.tokenizer or cfg.model.init_from
+  if not cfg.data.tokenizer and spec and not is_hf_folder(spec):
+    return plmjax_tokenizer(spec)
   if spec == "build":
     return train_sentencepiece(list(texts), os.path.join(workdir, "tokenizer"), int(cfg.data.vocab_size),
                                model_type="word")
@@ -83,6 +86,10 @@ def build(cfg, workdir: str):
   texts = [t for _, (tr, _) in examples.values() for t in texts_of(tr)]
   tok = load_tokenizer_for(cfg, workdir, texts)
   enc = load_encoder(cfg, tok)
+  if int(cfg.data.max_len) > int(enc.module.config.max_len):
+    raise fconfig.FinetuneConfigError(
+        f"config.data.max_len={cfg.data.max_len} exceeds the encoder's max_len="
+        f"{enc.module.config.max_len} ({enc.source}): positions past it have no embedding")
   if cfg.head.input_transform == "gpt":
     enc, (start, delim, extract) = add_framing_tokens(enc, cfg.train.seed)
     framing = Framing.gpt(start, delim, extract, tok.pad_id)
@@ -99,13 +106,30 @@ def build(cfg, workdir: str):
 
 
 def init_params(model, enc, sample: dict, seed: int, mesh):
-  """Task-model init (heads random, encoder pretrained) placed with the logical-axis shardings."""
+  """Task-model params (heads random, encoder pretrained) placed with the logical-axis shardings.
+
+  With a pretrained encoder only the heads (and scalar mix) are initialised, each on its own:
+  initialising the whole model would compile the encoder's init just to throw it away."""
+  key = jax.random.key(seed)
   init = lambda k: model.init({"params": k, "dropout": k}, sample, method=TaskModel.init_all)  # noqa: E731
-  abstract = jax.eval_shape(init, jax.random.key(seed))
+  abstract = jax.eval_shape(init, key)
   shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract)["params"], mesh, LOGICAL_RULES)
-  params = nn.meta.unbox(jax.jit(init)(jax.random.key(seed))["params"])
-  params = merge_pretrained(params, enc.params)
-  return jax.device_put(params, shardings)
+  if enc.params is None:
+    return jax.device_put(nn.meta.unbox(jax.jit(init)(key)["params"]), shardings)
+  e, t = int(enc.module.config.hidden_size), sample["input_ids"].shape[1]
+  hidden, pooled = jnp.zeros((1, t, e)), jnp.zeros((1, e))
+  row = {k: v[:1] for k, v in sample.items()}
+  params = {"encoder": enc.params}
+  for i, spec in enumerate(model.heads):
+    head = Head(spec, model.dropout)
+    params[f"head_{spec.name}"] = head.init(jax.random.fold_in(key, i), pooled, hidden, row, False)["params"]
+  if model.features == "scalar_mix":
+    params["scalar_mix"] = ScalarMix().init(key, jnp.zeros((enc.num_layers + 1, 1, 1, e)))["params"]
+  params = nn.meta.unbox(params)
+  want = jax.tree.structure(nn.meta.unbox(abstract["params"]))
+  if jax.tree.structure(params) != want:
+    raise AssertionError(f"task-model parameter layout changed: {jax.tree.structure(params)} vs {want}")
+  return jax.device_put(merge_pretrained(params, enc.params), shardings)
 
 
 def make_steps(model, tx, schedule, kinds: dict, lm_coef: float):

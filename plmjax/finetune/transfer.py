@@ -139,8 +139,9 @@ def make_lr_schedule(opt_cfg, total_steps: int) -> optax.Schedule:
   if name == "stlr":
     return stlr(peak, total_steps, float(opt_cfg.stlr_cut_frac), float(opt_cfg.stlr_ratio))
   if name in ("linear", "constant"):
+    # ceil, as transformers' warmup_ratio: 10% of 125 steps is 13 warmup steps
     warmup = int(opt_cfg.warmup_steps) if opt_cfg.warmup_steps >= 0 else \
-        int(round(float(opt_cfg.warmup_frac) * total_steps))
+        int(math.ceil(float(opt_cfg.warmup_frac) * total_steps))
     return make_schedule(ml_collections.ConfigDict(dict(
         learning_rate=peak, warmup_steps=warmup, decay=name, end_lr=float(opt_cfg.end_lr))), total_steps)
   raise ValueError(f"optimizer.schedule={name!r}: expected linear, stlr or constant")
