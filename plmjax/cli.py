@@ -2,6 +2,7 @@
 
     plmjax train     --config experiments/bert.py:tiny --workdir DIR [--config.KEY=VALUE ...]
     plmjax eval      --config experiments/bert.py:tiny --workdir DIR [--config.KEY=VALUE ...]
+    plmjax finetune  --config experiments/finetune.py:sst2 --workdir DIR [--config.KEY=VALUE ...]
     plmjax bench     --config experiments/bert.py:base [--batch-size B] [--steps N] [--config...]
     plmjax tokenizer --input FILE [FILE ...] --out PREFIX [--vocab-size N] [--type unigram|bpe|...]
 
@@ -44,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
   s.add_argument("--workdir", required=True, metavar="DIR")
   s = with_config("eval", "Evaluate the latest checkpoint in DIR on data.eval_split.")
   s.add_argument("--workdir", required=True, metavar="DIR")
+  s = with_config("finetune", "Fine-tune on a downstream task (experiments/finetune.py:<task>); "
+                  "writes DIR/eval.json and DIR/metrics.jsonl.")
+  s.add_argument("--workdir", required=True, metavar="DIR")
   s = with_config("bench", "Time the train step: tokens/s and model-FLOPs utilisation against the "
                   "measured matmul peak of this machine.")
   s.add_argument("--batch-size", type=int, default=None, help="global batch (default: train.batch_size)")
@@ -66,6 +70,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from plmjax.data import train_tokenizer_cli
     train_tokenizer_cli(args.input, args.out, args.vocab_size, args.type)
     return 0
+  if args.command == "finetune":
+    from plmjax.finetune.main import run_cli
+    return run_cli(args.config, args.workdir, rest)
 
   from plmjax.train.config import ConfigError, get_config
   try:

@@ -233,21 +233,28 @@ def finetune(cfg, workdir: str) -> dict:
   return result
 
 
+def run_cli(config_spec: str, workdir: str, overrides: Sequence[str] = ()) -> int:
+  """`plmjax finetune --config FILE.py[:arg] --workdir DIR [--config.x=y ...]` (plmjax/cli.py)."""
+  from plmjax.train.config import ConfigError, apply_override, load_config, parse_override_args
+  try:
+    cfg = load_config(config_spec)
+    for key, value in parse_override_args(overrides):
+      apply_override(cfg, key, value)
+    fconfig.validate(cfg)
+  except (ConfigError, fconfig.FinetuneConfigError) as e:
+    raise SystemExit(f"plmjax finetune: {e}") from None
+  cfg.lock()
+  finetune(cfg, workdir)
+  return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-  """`plmjax finetune --config FILE.py[:arg] --workdir DIR [--config.x=y ...]`."""
   import argparse
-  from plmjax.train.config import apply_override, load_config, parse_override_args
   parser = argparse.ArgumentParser(prog="plmjax finetune")
   parser.add_argument("--config", required=True)
   parser.add_argument("--workdir", required=True)
   args, rest = parser.parse_known_args(argv)
-  cfg = load_config(args.config)
-  for key, value in parse_override_args(rest):
-    apply_override(cfg, key, value)
-  fconfig.validate(cfg)
-  cfg.lock()
-  finetune(cfg, args.workdir)
-  return 0
+  return run_cli(args.config, args.workdir, rest)
 
 
 if __name__ == "__main__":
