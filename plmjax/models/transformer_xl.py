@@ -67,6 +67,8 @@ class TransformerXLConfig(TransformerConfig):
       super().__post_init__()
     if self.mem_len < 0:
       raise ValueError(f"mem_len={self.mem_len} must be >= 0")
+    if self.same_length and self.mem_len == 0:
+      raise ValueError("same_length=True needs mem_len > 0 (each query would see no key)")
 
   @property
   def head_dim(self) -> int:
