@@ -5,7 +5,8 @@
   (and the segment itself), not one further: checked on the Jacobian with gradients allowed to
   cross segment boundaries, and by perturbing tokens in the ordinary stop-gradient forward pass.
 - One `lax.scan` over segments equals calling the model segment by segment.
-- The unrolled and rematerialised stacks give the scanned stack's output.
+- The unrolled and rematerialised stacks, and the explicit einsum attention (the dropout path),
+  give the scanned, fused-attention output.
 """
 import flax
 import jax
@@ -73,3 +74,5 @@ def test_scan_equals_segment_loop_and_remat_and_unrolled():
   unrolled = TransformerXL(CFG.replace(scan_layers=False)).apply(
       {"params": unstack_layer_params(params, N)}, batch)["logits"]
   np.testing.assert_allclose(unrolled, ref, atol=1e-5)
+  einsum = TransformerXL(CFG.replace(attention_impl="einsum")).apply({"params": params}, batch)["logits"]
+  np.testing.assert_allclose(einsum, ref, atol=1e-5)

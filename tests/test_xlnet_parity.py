@@ -47,10 +47,10 @@ def test_xlnet_lm_two_segments_with_mems(tmp_path):
              target_mapping=torch.tensor(target_mapping), token_type_ids=torch.tensor(tt),
              attention_mask=torch.tensor(attn, dtype=torch.float32), use_mems=True)
   o1 = model.apply({"params": params}, {"input_ids": jnp.asarray(ids1, jnp.int32)})
-  o2 = model.apply({"params": params}, {
-      "input_ids": jnp.asarray(ids2, jnp.int32), "mems": o1["mems"],
-      "perm_mask": jnp.asarray(perm_mask), "target_mapping": jnp.asarray(target_mapping),
-      "token_type_ids": jnp.asarray(tt, jnp.int32), "attention_mask": jnp.asarray(attn, jnp.int32)})
+  batch2 = {"input_ids": jnp.asarray(ids2, jnp.int32), "perm_mask": jnp.asarray(perm_mask),
+            "target_mapping": jnp.asarray(target_mapping), "token_type_ids": jnp.asarray(tt, jnp.int32),
+            "attention_mask": jnp.asarray(attn, jnp.int32)}
+  o2 = model.apply({"params": params}, {**batch2, "mems": o1["mems"]})
 
   mems = lambda ms: np.stack([m.numpy().transpose(1, 0, 2) for m in ms])
   diffs = {
@@ -60,5 +60,9 @@ def test_xlnet_lm_two_segments_with_mems(tmp_path):
       "segment 2 mems": np.abs(np.asarray(o2["mems"]) - mems(r2.mems)).max(),
   }
   assert o2["logits"].shape == (B, P, V)
+  # The same checkpoint unrolled (layers_0, layers_1, ...) with explicit einsum attention.
+  unrolled, up = from_hf(path, scan_layers=False, attention_impl="einsum")
+  o3 = unrolled.apply({"params": up}, {**batch2, "mems": o1["mems"]})
+  diffs["unrolled einsum vs scanned"] = np.abs(np.asarray(o3["logits"]) - np.asarray(o2["logits"])).max()
   print({k: f"{v:.3g}" for k, v in diffs.items()})
   assert max(diffs.values()) <= TOL, diffs
