@@ -101,3 +101,19 @@ def test_eight_devices_match_one_device(tmp_path):
   one = [r["loss"] for r in read_metrics(tmp_path / "d1")]
   assert len(one) == 6
   np.testing.assert_allclose(eight, one, rtol=0, atol=1e-4)
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+  args = ["--config.train.log_every=1", "--config.train.checkpoint_every=1000",
+          "--config.train.steps=100000", "--config.train.eval_steps=0"]
+  proc = subprocess.Popen(train_cmd(tmp_path, *args, config="experiments/gpt2.py:tiny"), cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  metrics, deadline = tmp_path / "metrics.jsonl", time.time() + 300
+  while (not metrics.exists() or len(metrics.read_text().splitlines()) < 3) and time.time() < deadline:
+    time.sleep(0.1)
+  os.kill(proc.pid, signal.SIGTERM)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-2000:]
+  assert "SIGTERM: saved step" in out
+  saved = finalized_checkpoints(tmp_path)
+  assert len(saved) == 1 and saved[0] >= 3

@@ -1,7 +1,8 @@
 """The training loop: `train_and_evaluate(config, workdir)`, and `evaluate(config, workdir)`.
 
     build      mesh, train data (its tokenizer sets the model's vocab_size), model, objective,
-               optimizer, sharded TrainState, jitted train / eval steps
+               optimizer, sharded TrainState, jitted train / eval steps; a model with
+               `init_mems` on data.mode "stream" carries its memory across steps in model_state
     resume     if WORKDIR/checkpoints holds a checkpoint: state + data-iterator position; the
                metrics file is cut back to that step, so a restarted run writes exactly the lines
                an uninterrupted run would have
@@ -30,12 +31,13 @@ import jax
 import numpy as np
 import tensorboardX
 import tqdm
+from jax.sharding import PartitionSpec as P
 
 from plmjax.data import build_dataset
 from plmjax.objectives import build_objective
 from plmjax.train import config as config_lib
 from plmjax.train.checkpoint import Checkpointer
-from plmjax.train.mesh import make_mesh, shard_batch
+from plmjax.train.mesh import BATCH_AXES, make_mesh, shard_batch
 from plmjax.train.optim import make_optimizer
 from plmjax.train.state import abstract_state, count_params, create_train_state
 from plmjax.train.step import make_eval_step, make_train_step, model_inputs_shapes
@@ -117,12 +119,21 @@ class Run:
     self.batch_shapes = {k: jax.ShapeDtypeStruct((v.shape[0] * count,) + v.shape[1:], v.dtype)
                          for k, v in local.items()}
     inputs = model_inputs_shapes(self.objective, self.batch_shapes)
-    self.state, self.shardings = create_train_state(self.model, self.tx, inputs, self.mesh, t.seed)
+    self.state, self.shardings = create_train_state(self.model, self.tx, inputs, self.mesh, t.seed,
+                                                    **self.model_state_init(config, t.batch_size))
     self.train_step = make_train_step(self.model, self.objective, self.tx, self.schedule, self.mesh,
                                       self.shardings, self.batch_shapes, grad_accum=t.grad_accum)
     self.eval_step = make_eval_step(self.model, self.objective, self.mesh, self.shardings,
                                     self.batch_shapes)
     self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), t.keep_checkpoints)
+
+  def model_state_init(self, config, batch_size: int) -> dict:
+    """Recurrent models on "stream" data (row i continues row i of the previous batch) carry their
+    memory across steps: {"mems": [L, B, M, E]}, batch-sharded. Everything else carries nothing."""
+    if config.data.mode != "stream" or not hasattr(self.model, "init_mems"):
+      return {}
+    return dict(init_model_state=lambda: {"mems": self.model.init_mems(batch_size)},
+                model_state_specs={"mems": P(None, BATCH_AXES)})
 
   def restore_latest(self, data_iter) -> Optional[int]:
     step = self.checkpointer.latest_step()

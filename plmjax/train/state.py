@@ -58,9 +58,11 @@ def param_shardings(model: nn.Module, example_inputs: dict, mesh: Mesh):
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, example_inputs: dict,
                        mesh: Mesh, seed: int,
-                       init_model_state: Optional[Callable[[], dict]] = None):
+                       init_model_state: Optional[Callable[[], dict]] = None,
+                       model_state_specs: Optional[dict] = None):
   """-> (state, state_shardings). `example_inputs` is a model batch (arrays or ShapeDtypeStructs)
-  with the global shapes the step will see. `init_model_state` builds the initial model_state."""
+  with the global shapes the step will see. `init_model_state` builds the initial model_state,
+  placed by `model_state_specs` ({key: PartitionSpec}; replicated where not given)."""
   replicated = NamedSharding(mesh, P())
   p_shard = param_shardings(model, example_inputs, mesh)
 
@@ -80,7 +82,8 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, examp
       transform_non_params=lambda _: replicated,
       is_leaf=lambda x: isinstance(x, NamedSharding))
   shardings = TrainState(step=replicated, params=p_shard, opt_state=opt_shard, rng=replicated,
-                         model_state=jax.tree.map(lambda _: replicated, abstract.model_state))
+                         model_state={k: NamedSharding(mesh, (model_state_specs or {}).get(k, P()))
+                                      for k in abstract.model_state})
   state = jax.jit(init, out_shardings=shardings)(rng)
   return state, shardings
 

@@ -5,7 +5,7 @@
 inside one `jax.jit` over the mesh:
 
     key       = fold_in(state.rng, state.step)                   same keys on any mesh, any restart
-    prepared  = objective.prepare(batch, key_prepare)            masking etc. on device
+    prepared  = objective.prepare(batch, key_prepare[, step])    masking etc. on device
     outputs   = model.apply(params, prepared["inputs"], train=True, rngs={"dropout": key_dropout})
     loss, m   = objective.loss(outputs, prepared)
     grads     -> tx.update -> new params                         state donated (updated in place)
@@ -14,6 +14,10 @@ Gradient accumulation (`grad_accum = A > 1`) scans over A microbatches inside th
 batch [B, ...] is viewed as [B/A, A, ...] and microbatch j is rows j, A + j, 2A + j, ... so that
 every device keeps its own rows (no reshuffle across the batch shards). Gradients, loss and metrics
 are averaged over the microbatches, so the logged loss is per global batch.
+
+Model state (`state.model_state`, e.g. Transformer-XL's {"mems": [L, B, M, E]}) is threaded
+through: its entries join the model inputs, and the same keys of the model's outputs, with the
+gradient stopped, become the next step's model state.
 
 The compute dtype lives in the model config (`dtype`); params stay fp32 and objectives compute
 their losses in fp32.
@@ -41,6 +45,14 @@ def _on_mesh(fn: Callable, mesh: Mesh) -> Callable:
   return call
 
 
+def prepare_inputs(objective, batch: dict, key: jax.Array, step: jax.Array | None = None) -> dict:
+  """objective.prepare(batch, key), passing the step to objectives that schedule on it
+  (`uses_step = True`, e.g. ERNIE's staged masking)."""
+  if getattr(objective, "uses_step", False):
+    return objective.prepare(batch, key, step=step)
+  return objective.prepare(batch, key)
+
+
 def split_microbatches(batch: dict, num: int, mesh: Mesh) -> dict:
   """[B, ...] -> [num, B/num, ...]; microbatch j holds rows j, num + j, 2 num + j, ..."""
   def split(x):
@@ -62,43 +74,50 @@ def make_train_step(model: nn.Module, objective, tx: optax.GradientTransformatio
   """-> train_step(state, batch) -> (state, metrics), jitted with the state donated.
   `batch_shapes`: {name: array or ShapeDtypeStruct} of the global data batch."""
 
-  def loss_fn(params, batch, key):
+  def loss_fn(params, batch, key, step, model_state):
     prep_key, drop_key = jax.random.split(key)
-    prepared = objective.prepare(batch, prep_key)
-    outputs = model.apply({"params": params}, prepared["inputs"], train=True,
-                          rngs={"dropout": drop_key})
+    prepared = prepare_inputs(objective, batch, prep_key, step)
+    inputs = {**prepared["inputs"], **model_state}                     # e.g. TXL "mems"
+    outputs = model.apply({"params": params}, inputs, train=True, rngs={"dropout": drop_key})
     loss, metrics = objective.loss(outputs, prepared)
-    return loss, metrics
+    new_model_state = {k: jax.lax.stop_gradient(outputs[k]) for k in model_state}
+    return loss, (metrics, new_model_state)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def accumulate(params, batch, key):
+  def accumulate(params, batch, key, step):
     micro = split_microbatches(batch, grad_accum, mesh)                      # [A, B/A, ...]
     first = jax.tree.map(lambda x: x[0], micro)
-    (l_shape, m_shape), g_shape = jax.eval_shape(grad_fn, params, first, key)
+    (l_shape, (m_shape, _)), g_shape = jax.eval_shape(grad_fn, params, first, key, step, {})
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (g_shape, l_shape, m_shape))
 
     def body(carry, xs):
       j, mb = xs
-      (loss, metrics), grads = grad_fn(params, mb, jax.random.fold_in(key, j))
+      (loss, (metrics, _)), grads = grad_fn(params, mb, jax.random.fold_in(key, j), step, {})
       return jax.tree.map(jnp.add, carry, (grads, loss, metrics)), None
 
     (grads, loss, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(grad_accum), micro))
     grads, loss, metrics = jax.tree.map(lambda x: x / grad_accum, (grads, loss, metrics))
-    return (loss, metrics), grads
+    return (loss, (metrics, {})), grads
 
   def step(state: TrainState, batch: dict):
     key = jax.random.fold_in(state.rng, state.step)
     if grad_accum > 1:
-      (loss, metrics), grads = accumulate(state.params, batch, key)
+      (loss, (metrics, model_state)), grads = accumulate(state.params, batch, key, state.step)
     else:
-      (loss, metrics), grads = grad_fn(state.params, batch, key)
+      (loss, (metrics, model_state)), grads = grad_fn(state.params, batch, key, state.step,
+                                                      state.model_state)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads),
                "learning_rate": schedule(state.step)}
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              model_state=model_state)
     return new_state, metrics
+
+  if grad_accum > 1 and jax.tree.leaves(state_shardings.model_state):
+    raise ValueError("train.grad_accum > 1 cannot carry model state (e.g. Transformer-XL mems) "
+                     "across steps: the microbatches would need their own memories")
 
   replicated = NamedSharding(mesh, P())
   jitted = jax.jit(step, in_shardings=(state_shardings, batch_shardings(mesh, batch_shapes)),
@@ -112,7 +131,7 @@ def make_eval_step(model: nn.Module, objective, mesh: Mesh, state_shardings: Tra
   masking, fixed per eval batch so that evaluations are comparable across steps)."""
 
   def step(params, batch, key):
-    prepared = objective.prepare(batch, key)
+    prepared = prepare_inputs(objective, batch, key)          # staged objectives: last stage
     outputs = model.apply({"params": params}, prepared["inputs"], train=False)
     loss, metrics = objective.loss(outputs, prepared)
     return {**metrics, "loss": loss}
@@ -127,4 +146,5 @@ def make_eval_step(model: nn.Module, objective, mesh: Mesh, state_shardings: Tra
 def model_inputs_shapes(objective, batch_shapes: dict) -> dict:
   """The model batch that `objective.prepare` makes from a data batch, as ShapeDtypeStructs
   (what the state's init needs)."""
-  return jax.eval_shape(lambda b: objective.prepare(b, jax.random.PRNGKey(0))["inputs"], batch_shapes)
+  return jax.eval_shape(lambda b: prepare_inputs(objective, b, jax.random.PRNGKey(0))["inputs"],
+                        batch_shapes)
