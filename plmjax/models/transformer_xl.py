@@ -8,11 +8,12 @@ attend over memory ++ segment:
     h~^{n-1} = [SG(m^{n-1}) ; h^{n-1}]                       [B, M + T, E]
     q, k, v  = h^{n-1} W_q, h~^{n-1} W_k, h~^{n-1} W_v
     a^n      = RelativeAttention(q, k, v, distances)           (see plmjax.nn.relative)
-    h^n      = LN(FF(LN(a^n + h^{n-1})) + ...)                (post-LN; pre-LN optional)
+    o^n      = LN(h^{n-1} + a^n);  h^n = LN(o^n + FF(o^n))      (post-LN; pre-LN optional)
     m'^{n-1} = last M of [m^{n-1} ; h^{n-1}]
 
-so the dependency length grows by M per layer: N layers see N·M tokens back. Input is an
-adaptive embedding and output an adaptive log-softmax tied to it (plmjax.nn.adaptive).
+so the dependency length grows by M per layer: the last output of a segment depends on the N·M
+tokens before the segment (tests/test_txl_memory.py checks exactly that). Input is an adaptive
+embedding and output an adaptive log-softmax tied to it (plmjax.nn.adaptive).
 
     out = model.apply(vars, {"input_ids": seg [B, T], "mems": mems [L, B, M, E]}, train=...)
     out["logits"]  [B, T, V]  log-probabilities (adaptive softmax)
@@ -20,7 +21,9 @@ adaptive embedding and output an adaptive log-softmax tied to it (plmjax.nn.adap
 
 Without "mems" in the batch the memory starts as zeros (the reference implementations' convention).
 With "labels" [B, T] the model returns "target_log_probs" [B, T] instead of the full "logits".
-`scan_segments` runs a long sequence [B, K·T] as K segments in one `lax.scan` threading mems.
+`scan_segments` runs a long sequence [B, K·T] as K segments in one `lax.scan` threading mems
+(evaluation of a long document in one jitted call); with `segment_len` set in the config the model
+does the same inside `apply`, so a training row of K·T tokens trains the recurrence.
 """
 from __future__ import annotations
 
