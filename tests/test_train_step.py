@@ -129,3 +129,11 @@ def test_mesh_shape_errors_name_the_cause():
     mesh_lib.mesh_shape(dict(data=-1, fsdp=-1, tensor=1), 8)
   with pytest.raises(ValueError, match="needs 4 devices"):
     mesh_lib.mesh_shape(dict(data=2, fsdp=2, tensor=1), 8)
+
+
+def test_bf16_compute_keeps_fp32_params():
+  mesh = mesh_lib.make_mesh(dict(data=-1, fsdp=1, tensor=1))
+  state, _, train_step = build(mesh, tiny_gpt(dtype="bfloat16"))
+  state, m = train_step(state, mesh_lib.shard_batch(next(fake_batches(1)), mesh))
+  assert np.isfinite(float(m["loss"]))
+  assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype("float32")}
