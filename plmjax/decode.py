@@ -1,14 +1,27 @@
 """Autoregressive generation with a KV cache: greedy, sampling (temperature / top-k / top-p) and
 beam search, each one jitted `lax` loop.
 
-Works with any model whose `apply(vars, batch, decode=True, mutable=["cache"])` keeps a KV cache
-(plmjax.models.gpt.GPT; see plmjax.nn.attention.MultiHeadAttention). Prompts are left-padded
-[B, P] with `prompt_mask` (1 = real token); positions count real tokens only, so a left-padded
-prompt decodes exactly like the same prompt without padding.
+The loops only need two calls, `prefill` (run the prompt, fill the cache, logits for the first new
+token) and `step` (feed the token just chosen, logits for the next), given by a decoding adapter:
+
+  CausalDecoding(model)        a causal LM (plmjax.models.gpt.GPT): the prompt is prefilled causally,
+                               each step feeds one token. A bare flax module is wrapped in it.
+  PrefixLMDecoding(model, ...) a prefix LM that predicts at a [MASK] (UNILM's seq2seq mode on
+                               plmjax.models.bert.Bert): the source fills the first cache slots with
+                               full (bidirectional) visibility (`cache_prefix`); a [MASK] after it
+                               is the query for the next token; each step feeds [token, MASK] and
+                               then rewinds the cache by one slot, so that the [MASK]'s keys are
+                               overwritten by the next token's: the cache only ever holds the source
+                               and the tokens generated so far.
+
+Prompts are left-padded [B, P] with `prompt_mask` (1 = real token); positions count real tokens
+only, so a left-padded prompt decodes exactly like the same prompt without padding.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -34,31 +47,91 @@ def _filter_logits(logits: Array, top_k: int, top_p: float) -> Array:
   return logits
 
 
-def _prefill(model, params, prompt: Array, prompt_mask: Array, total: int):
-  """Runs the prompt through the model once, filling the cache. -> (last logits [B, V], cache)."""
-  b, p = prompt.shape
-  cache = init_cache(model, b, total)
+def _prompt_layout(prompt_mask: Array, total: int) -> tuple[Array, Array]:
+  """-> key padding over the cache [B, total] and prompt positions [B, P] (real tokens counted)."""
+  b, p = prompt_mask.shape
   key_mask = jnp.concatenate([prompt_mask, jnp.ones((b, total - p), prompt_mask.dtype)], 1)   # [B, S]
-  positions = jnp.maximum(jnp.cumsum(prompt_mask, 1) - 1, 0)                                  # [B, P]
-  out, mut = model.apply({"params": params, **cache},
-                         {"input_ids": prompt, "positions": positions, "attention_mask": key_mask},
-                         decode=True, mutable=["cache"])
-  return out["logits"][:, -1], {"cache": mut["cache"]}, key_mask, positions[:, -1]
+  return key_mask, jnp.maximum(jnp.cumsum(prompt_mask, 1) - 1, 0)                            # [B, P]
 
 
-def _step(model, params, cache, tokens: Array, positions: Array, key_mask: Array):
-  out, mut = model.apply({"params": params, **cache},
-                         {"input_ids": tokens[:, None], "positions": positions[:, None],
-                          "attention_mask": key_mask}, decode=True, mutable=["cache"])
-  return out["logits"][:, 0], {"cache": mut["cache"]}
+@dataclasses.dataclass(frozen=True)
+class CausalDecoding:
+  """Causal LM decoding: prefill the prompt, then one token per step."""
+  model: Any
+
+  def prefill(self, params, prompt: Array, prompt_mask: Array, max_new_tokens: int):
+    """-> (logits [B, V] for the first new token, cache, key_mask [B, S], last prompt position [B])."""
+    b, p = prompt.shape
+    total = p + max_new_tokens
+    cache = init_cache(self.model, b, total)
+    key_mask, positions = _prompt_layout(prompt_mask, total)
+    out, mut = self.model.apply({"params": params, **cache},
+                                {"input_ids": prompt, "positions": positions, "attention_mask": key_mask},
+                                decode=True, mutable=["cache"])
+    return out["logits"][:, -1], {"cache": mut["cache"]}, key_mask, positions[:, -1]
+
+  def step(self, params, cache, tokens: Array, positions: Array, key_mask: Array):
+    """tokens, positions [B] -> (logits [B, V] for the next token, cache)."""
+    out, mut = self.model.apply({"params": params, **cache},
+                                {"input_ids": tokens[:, None], "positions": positions[:, None],
+                                 "attention_mask": key_mask}, decode=True, mutable=["cache"])
+    return out["logits"][:, 0], {"cache": mut["cache"]}
+
+
+def rewind_cache(cache, n: int):
+  """Moves every `cache_index` back by n slots (the slots are overwritten by the next call)."""
+  def f(path, x):
+    return x - n if getattr(path[-1], "key", None) == "cache_index" else x
+  return jax.tree_util.tree_map_with_path(f, cache)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefixLMDecoding:
+  """UNILM seq2seq decoding on a Bert with `decode=True` (module docstring). The source gets token
+  type `source_type`, generated tokens and [MASK] queries `target_type` (unilm.MODE_TOKEN_TYPES)."""
+  model: Any
+  mask_id: int
+  source_type: int = 4
+  target_type: int = 5
+
+  def _apply(self, params, cache, ids, positions, types, key_mask, prefix: int = 0):
+    out, mut = self.model.apply({"params": params, **cache},
+                                {"input_ids": ids, "positions": positions, "token_type_ids": types,
+                                 "attention_mask": key_mask}, decode=True, cache_prefix=prefix,
+                                mutable=["cache"])
+    return out["logits"][:, -1], rewind_cache({"cache": mut["cache"]}, 1)   # drop the [MASK] slot
+
+  def prefill(self, params, prompt: Array, prompt_mask: Array, max_new_tokens: int):
+    b, p = prompt.shape
+    total = p + max_new_tokens + 1                       # + the slot of the trailing [MASK]
+    cache = init_cache(self.model, b, total)
+    key_mask, positions = _prompt_layout(prompt_mask, total)
+    ids = jnp.concatenate([prompt, jnp.full((b, 1), self.mask_id, prompt.dtype)], 1)         # [B, P+1]
+    pos = jnp.concatenate([positions, positions[:, -1:] + 1], 1)
+    types = jnp.concatenate([jnp.full((b, p), self.source_type), jnp.full((b, 1), self.target_type)],
+                            1).astype(jnp.int32)
+    logits, cache = self._apply(params, cache, ids, pos, types, key_mask, prefix=p)
+    return logits, cache, key_mask, positions[:, -1]
+
+  def step(self, params, cache, tokens: Array, positions: Array, key_mask: Array):
+    ids = jnp.stack([tokens, jnp.full_like(tokens, self.mask_id)], 1)                        # [B, 2]
+    pos = jnp.stack([positions, positions + 1], 1)
+    types = jnp.full(ids.shape, self.target_type, jnp.int32)
+    return self._apply(params, cache, ids, pos, types, key_mask)
+
+
+def as_decoding(model):
+  """A decoding adapter for `model`: itself if it is one, else CausalDecoding(model)."""
+  return model if hasattr(model, "prefill") and hasattr(model, "step") else CausalDecoding(model)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "greedy", "top_k", "top_p"))
 def sample(model, params, prompt: Array, prompt_mask: Array, key: Array, *, max_new_tokens: int,
            greedy: bool = True, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Array:
-  """-> generated tokens [B, max_new_tokens] (greedy, or sampled from filtered softmax(logits/T))."""
-  total = prompt.shape[1] + max_new_tokens
-  logits, cache, key_mask, last_pos = _prefill(model, params, prompt, prompt_mask, total)
+  """-> generated tokens [B, max_new_tokens] (greedy, or sampled from filtered softmax(logits/T)).
+  `model`: a decoding adapter or a causal LM module (module docstring)."""
+  dec = as_decoding(model)
+  logits, cache, key_mask, last_pos = dec.prefill(params, prompt, prompt_mask, max_new_tokens)
 
   def body(carry, step_key):
     logits, cache, pos = carry
@@ -66,7 +139,7 @@ def sample(model, params, prompt: Array, prompt_mask: Array, key: Array, *, max_
       tok = jnp.argmax(logits, -1)
     else:
       tok = jax.random.categorical(step_key, _filter_logits(logits / temperature, top_k, top_p))
-    logits, cache = _step(model, params, cache, tok, pos + 1, key_mask)
+    logits, cache = dec.step(params, cache, tok, pos + 1, key_mask)
     return (logits, cache, pos + 1), tok
 
   _, tokens = jax.lax.scan(body, (logits, cache, last_pos), jax.random.split(key, max_new_tokens))
@@ -89,8 +162,8 @@ def beam_search(model, params, prompt: Array, prompt_mask: Array, *, max_new_tok
   a beam that emitted `eos_id` stays finished (pads with eos at no cost)."""
   b, k = prompt.shape[0], beam_size
   rep = lambda x: jnp.repeat(x, k, axis=0)                                         # [B*K, ...]
-  total = prompt.shape[1] + max_new_tokens
-  logits, cache, key_mask, last_pos = _prefill(model, params, rep(prompt), rep(prompt_mask), total)
+  dec = as_decoding(model)
+  logits, cache, key_mask, last_pos = dec.prefill(params, rep(prompt), rep(prompt_mask), max_new_tokens)
   vocab = logits.shape[-1]
   scores = jnp.tile(jnp.array([0.0] + [NEG] * (k - 1)), b)                          # [B*K]
   seqs = jnp.zeros((b * k, max_new_tokens), jnp.int32)
@@ -109,7 +182,7 @@ def beam_search(model, params, prompt: Array, prompt_mask: Array, *, max_new_tok
     seqs = seqs[beam].at[:, t].set(tok)
     finished = finished[beam] | ((tok == eos_id) & (eos_id >= 0))
     cache = _gather_beams(cache, beam)
-    logits, cache = _step(model, params, cache, tok, pos + 1, key_mask)
+    logits, cache = dec.step(params, cache, tok, pos + 1, key_mask)
     return logits, cache, top.reshape(-1), seqs, finished, pos + 1
 
   carry = (logits, cache, scores, seqs, finished, last_pos)

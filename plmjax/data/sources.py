@@ -7,6 +7,8 @@ corpus. All give random access to documents, for grain, with TensorFlow neither 
 `data.path`:
   ""                   the built-in synthetic corpus (plmjax/data/synthetic.py), generated in memory;
                        documents also carry "entity_spans" / "phrase_spans" [n, 2] (word spans).
+  "conll:PATH"         CoNLL-2003 files (plmjax/data/conll.py): documents with "phrase_spans" from the
+                       chunk column and "entity_spans" from the NER column (ERNIE 1.0's units).
   "tfds:NAME[:VER]"    a TFDS catalog dataset through `tfds.data_source` (array_record); the text
                        feature is `data.text_key`.
   a file or folder     local text. A folder's files name their split (train / valid|validation|dev /
@@ -32,7 +34,7 @@ import re
 import numpy as np
 import tensorflow_datasets as tfds
 
-from plmjax.data import synthetic
+from plmjax.data import conll, synthetic
 from plmjax.data.tokenizer import Tokenizer, load_tokenizer, synthetic_tokenizer, train_sentencepiece
 
 SPLIT_ALIASES = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid",
@@ -214,6 +216,10 @@ def open_source(data_cfg, split: str) -> DocumentSource:
     syn = data_cfg.synthetic
     n = syn.num_docs if split == "train" else syn.eval_docs
     return DocumentSource(_synthetic_records(split, n, syn.seed), f"synthetic[{split}]")
+  if data_cfg.path.startswith(conll.PREFIX):
+    path = data_cfg.path[len(conll.PREFIX):]
+    split, docs = conll.documents(path, split)
+    return DocumentSource(docs, f"conll:{os.path.basename(path.rstrip('/'))}[{split}]")
   if data_cfg.path.startswith("tfds:"):
     name = data_cfg.path[len("tfds:"):]
     builder = tfds.builder(name, data_dir=data_cfg.data_dir or None, file_format="array_record")
@@ -237,6 +243,8 @@ def corpus_tokenizer(data_cfg) -> Tokenizer:
     return synthetic_tokenizer()
   if data_cfg.path.startswith("tfds:"):
     folder = os.path.join(data_dir(data_cfg), "tokenizers", re.sub(r"[^\w.]+", "_", data_cfg.path[5:]))
+  elif data_cfg.path.startswith(conll.PREFIX):
+    folder = os.path.join(data_dir(data_cfg), "tokenizers", re.sub(r"[^\w.]+", "_", data_cfg.path))
   else:
     builder = build_local(data_cfg)
     folder = os.fspath(builder.data_path)

@@ -7,6 +7,15 @@ encoder.
     logits = tok^T LN(act(W x[masked_positions])) + b                 [B, P, V]   (MLM head, tied)
     nsp_logits = W pooled                                             [B, 2]      (NSP head)
 
+SpanBERT adds the span boundary head (`sbo_head=True`, plmjax.objectives.sbo): when the batch
+carries the masked spans' boundaries (`span_left`, `span_right`, `span_offset` [B, P]) the output
+also holds `sbo_logits` [B, P, V].
+
+UNILM (Dong et al., 2019) is this network under per-example [B, T, T] self-attention masks; for
+generation `decode=True` keeps a KV cache (plmjax.nn.attention): `attention_mask` is then the [B, S]
+key padding over the cache, every query sees the cached keys up to its own slot, and the first
+`cache_prefix` slots (a bidirectional source) are visible to all (plmjax.decode.PrefixLMDecoding).
+
 RoBERTa is the same network with `padding_offset_positions` (positions count from pad_id + 1 and
 skip padding), one token type and no NSP head; its differences are otherwise in the objective
 (dynamic masking, no NSP, full-length packing) and the data.
@@ -27,6 +36,7 @@ from plmjax.nn.attention import padding_mask
 from plmjax.nn.embeddings import default_positions, embed, padding_offset_positions, token_embed
 from plmjax.nn.heads import ClassifierHead, MaskedLMHead, Pooler, gather_positions
 from plmjax.nn.transformer import TransformerConfig, TransformerStack, layer_norm
+from plmjax.objectives.sbo import SpanBoundaryHead, sbo_logits
 
 Array = jax.Array
 
@@ -39,6 +49,8 @@ class BertConfig(TransformerConfig):
   pooler: bool = True
   mlm_head: bool = True
   nsp_head: bool = True
+  sbo_head: bool = False                   # SpanBERT's span boundary objective head
+  sbo_max_offset: int = 20                 # rows of its offset table (SpanBERT: max_pair_targets)
 
 
 def bert_base(**kw) -> BertConfig:
@@ -47,6 +59,18 @@ def bert_base(**kw) -> BertConfig:
 
 def bert_large(**kw) -> BertConfig:
   return BertConfig(**{**dict(hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096), **kw})
+
+
+def spanbert_base(**kw) -> BertConfig:
+  """SpanBERT: BERT-base (cased in the paper) with the SBO head and no NSP head."""
+  return BertConfig(**{**dict(nsp_head=False, sbo_head=True), **kw})
+
+
+def unilm_base(**kw) -> BertConfig:
+  """UNILM: BERT-large-sized in the paper (initialised from BERT-large); six token types, one per
+  segment of each LM mode (plmjax.objectives.unilm), no NSP head."""
+  return BertConfig(**{**dict(hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096,
+                              type_vocab_size=6, nsp_head=False), **kw})
 
 
 def roberta_base(**kw) -> BertConfig:
@@ -67,7 +91,8 @@ class Bert(nn.Module):
   config: BertConfig
 
   @nn.compact
-  def __call__(self, batch: dict, *, train: bool = False, return_hidden_states: bool = False) -> dict:
+  def __call__(self, batch: dict, *, train: bool = False, return_hidden_states: bool = False,
+               decode: bool = False, cache_prefix: int = 0) -> dict:
     cfg = self.config
     ids = batch["input_ids"]                                                          # [B, T]
     if "positions" in batch:
@@ -87,7 +112,8 @@ class Bert(nn.Module):
 
     mask = attention_visibility(batch.get("attention_mask"))
     h, layer_outputs = TransformerStack(cfg, name="encoder")(
-        x, mask, train=train, collect=return_hidden_states)                          # [B, T, E]
+        x, mask, train=train, collect=return_hidden_states, decode=decode,
+        cache_prefix=cache_prefix)                                                   # [B, T, E]
 
     out = {"hidden": h}
     if return_hidden_states:
@@ -101,4 +127,7 @@ class Bert(nn.Module):
       if not cfg.pooler:
         raise ValueError("BertConfig: nsp_head=True needs pooler=True")
       out["nsp_logits"] = ClassifierHead(cfg, 2, name="nsp_head")(out["pooled"])     # [B, 2]
+    if cfg.sbo_head and "span_left" in batch:
+      head = SpanBoundaryHead(cfg, cfg.sbo_max_offset, name="sbo_head")
+      out["sbo_logits"] = sbo_logits(h, batch, head, tok.attend)                     # [B, P, V]
     return out

@@ -7,9 +7,10 @@ model table is generated from it (`python -m plmjax.models.registry`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Optional
 
-from plmjax.models import bert, gpt
+from plmjax.models import bert, gpt, seq2seq
 from plmjax.models import awd_lstm, elmo, siatl
 from plmjax.models import transformer_xl, xlnet
 
@@ -39,13 +40,18 @@ SURVEY: dict[str, ModelSpec] = {s.name: s for s in [
               gpt.gpt2, gpt.GPT, "implemented"),
     ModelSpec("bert", "Devlin et al. 2019", "Transformer encoder (post-LN)", "MLM + NSP", "subword 15%, 80/10/10",
               bert.bert_base, bert.Bert, "implemented"),
-    ModelSpec("bert_wwm", "Cui et al. 2019", "Transformer encoder", "MLM + NSP", "whole word"),
+    ModelSpec("bert_wwm", "Cui et al. 2019", "Transformer encoder (post-LN)", "MLM + NSP", "whole word",
+              functools.partial(bert.bert_base, vocab_size=21128), bert.Bert, "implemented"),
     ModelSpec("roberta", "Liu et al. 2019", "Transformer encoder", "MLM (dynamic), no NSP", "subword, dynamic",
               bert.roberta_base, bert.Bert, "implemented"),
-    ModelSpec("spanbert", "Joshi et al. 2020", "Transformer encoder", "MLM + span boundary objective", "geometric span"),
-    ModelSpec("mass", "Song et al. 2019", "Transformer encoder-decoder", "masked seq2seq", "contiguous span"),
-    ModelSpec("unilm", "Dong et al. 2019", "Transformer encoder", "bi / l2r / r2l / seq2seq LM", "subword, per-mode attention masks"),
-    ModelSpec("ernie1", "Sun et al. 2019a", "Transformer encoder", "MLM", "subword -> phrase -> entity"),
+    ModelSpec("spanbert", "Joshi et al. 2020", "Transformer encoder (post-LN)", "MLM + span boundary objective, no NSP",
+              "geometric span (whole words)", bert.spanbert_base, bert.Bert, "implemented"),
+    ModelSpec("mass", "Song et al. 2019", "Transformer encoder-decoder", "masked seq2seq", "one contiguous fragment (50 %)",
+              seq2seq.mass_base, seq2seq.Seq2Seq, "implemented"),
+    ModelSpec("unilm", "Dong et al. 2019", "Transformer encoder (post-LN)", "bi / l2r / r2l / seq2seq masked LM",
+              "subword 15%, per-row attention masks", bert.unilm_base, bert.Bert, "implemented"),
+    ModelSpec("ernie1", "Sun et al. 2019a", "Transformer encoder (post-LN)", "MLM + NSP", "staged: subword -> phrase -> entity",
+              functools.partial(bert.bert_base, vocab_size=18000), bert.Bert, "implemented"),
     ModelSpec("ernie_thu", "Zhang et al. 2019", "Transformer encoder + knowledge encoder", "MLM + entity alignment", "subword + entity"),
     ModelSpec("mtdnn", "Liu et al. 2019", "Transformer encoder", "multi-task fine-tuning", "-"),
     ModelSpec("ernie2", "Sun et al. 2020", "Transformer encoder", "continual multi-task pretraining", "subword, phrase, entity"),

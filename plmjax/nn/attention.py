@@ -103,9 +103,10 @@ class MultiHeadAttention(nn.Module):
 
   With `decode=True` the module keeps `cached_key`/`cached_value` [B, S_max, N, D] and
   `cache_index` in the 'cache' collection; each call appends its keys at `cache_index` and its
-  queries see every cached key at or before their own position (causal over the cache). The cache
-  is created by `init` (or by a first `apply(..., mutable=['cache'])`) on an input of shape
-  [B, S_max] with `decode=True`.
+  queries see every cached key at or before their own position (causal over the cache). The first
+  `cache_prefix` slots are visible to every query: a prefix-LM (UNILM's seq2seq mask) prefills its
+  source with full visibility, then decodes the target causally. The cache is created by `init` (or
+  by a first `apply(..., mutable=['cache'])`) on an input of shape [B, S_max] with `decode=True`.
   """
   num_heads: int
   head_dim: int
@@ -118,7 +119,8 @@ class MultiHeadAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, context: Optional[Array] = None, mask: Optional[Array] = None,
-               bias: Optional[Array] = None, *, train: bool = False, decode: bool = False) -> Array:
+               bias: Optional[Array] = None, *, train: bool = False, decode: bool = False,
+               cache_prefix: int = 0) -> Array:
     context = x if context is None else context
     features = x.shape[-1]
 
@@ -136,7 +138,7 @@ class MultiHeadAttention(nn.Module):
     v = proj("value", ("embed", "heads", "kv"), -1)(context)  # [B, S, N, D]
 
     if decode:
-      k, v, cache_mask = self._update_cache(k, v)
+      k, v, cache_mask = self._update_cache(k, v, cache_prefix)
       mask = combine_masks(mask, cache_mask)
 
     rate = self.dropout_rate if train else 0.0
@@ -145,8 +147,9 @@ class MultiHeadAttention(nn.Module):
                                 implementation=self.implementation)   # [B, T, N, D]
     return proj("out", ("heads", "kv", "embed"), (-2, -1))(out)    # [B, T, E]
 
-  def _update_cache(self, k: Array, v: Array):
-    """Writes k/v [B, L, N, D] at cache_index; returns the full cache and its causal mask."""
+  def _update_cache(self, k: Array, v: Array, prefix: int = 0):
+    """Writes k/v [B, L, N, D] at cache_index; returns the full cache and its mask: causal over the
+    cache slots, except that slots < `prefix` (static) are visible to every query."""
     is_init = not self.has_variable("cache", "cached_key")
     ck = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
     cv = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
@@ -157,5 +160,7 @@ class MultiHeadAttention(nn.Module):
     ck.value = jax.lax.dynamic_update_slice(ck.value, k.astype(ck.value.dtype), (0, idx.value, 0, 0))
     cv.value = jax.lax.dynamic_update_slice(cv.value, v.astype(cv.value.dtype), (0, idx.value, 0, 0))
     mask = causal_mask(length, ck.value.shape[1], offset=idx.value)   # [1, 1, L, S_max]
+    if prefix:
+      mask = mask | (jnp.arange(ck.value.shape[1]) < prefix)[None, None, None, :]
     idx.value = idx.value + length
     return ck.value, cv.value, mask

@@ -108,12 +108,14 @@ class Block(nn.Module):
   """One Transformer layer. `__call__(x, mask, context, context_mask) -> (x, x or None)` so that
   `nn.scan` can stack it: the carry is the hidden state, the per-layer output is collected when
   `collect` is set. With `cross=True` (an encoder-decoder's decoder) a cross-attention sub-block
-  over `context` [B, S, E] follows the self-attention."""
+  over `context` [B, S, E] follows the self-attention. `cache_prefix` (decode only): the first cache
+  slots every query sees (see MultiHeadAttention)."""
   cfg: TransformerConfig
   train: bool = False
   decode: bool = False
   collect: bool = False
   cross: bool = False
+  cache_prefix: int = 0
 
   def _attention(self, name: str) -> MultiHeadAttention:
     cfg = self.cfg
@@ -129,7 +131,7 @@ class Block(nn.Module):
     drop = nn.Dropout(cfg.dropout_rate, deterministic=not self.train)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
     sublayers = [("attention", lambda h: self._attention("attention")(
-        h, mask=mask, train=self.train, decode=self.decode))]
+        h, mask=mask, train=self.train, decode=self.decode, cache_prefix=self.cache_prefix))]
     if self.cross:
       sublayers.append(("cross_attention", lambda h: self._attention("cross_attention")(
           h, context, mask=context_mask, train=self.train)))
@@ -152,9 +154,10 @@ class TransformerStack(nn.Module):
   @nn.compact
   def __call__(self, x: Array, mask: Optional[Array], context: Optional[Array] = None,
                context_mask: Optional[Array] = None, *, train: bool, decode: bool = False,
-               collect: bool = False):
+               collect: bool = False, cache_prefix: int = 0):
     cfg = self.cfg
     block = self.block
+    extra = (cache_prefix,) if cache_prefix else ()        # custom blocks need not know the field
     if cfg.remat_policy != "none":
       policy = REMAT_POLICIES[cfg.remat_policy]
       block = nn.remat(block, prevent_cse=not cfg.scan_layers,
@@ -163,11 +166,12 @@ class TransformerStack(nn.Module):
       stack = nn.scan(block, variable_axes={"params": 0, "cache": 0},
                       split_rngs={"params": True, "dropout": True}, in_axes=nn.broadcast,
                       length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-      x, ys = stack(cfg, train, decode, collect, self.cross, name="layers")(x, mask, context, context_mask)
+      x, ys = stack(cfg, train, decode, collect, self.cross, *extra, name="layers")(
+          x, mask, context, context_mask)
       return x, ys
     ys = []
     for i in range(cfg.num_layers):
-      x, y = block(cfg, train, decode, collect, self.cross, name=f"layers_{i}")(
+      x, y = block(cfg, train, decode, collect, self.cross, *extra, name=f"layers_{i}")(
           x, mask, context, context_mask)
       ys.append(y)
     return x, (jnp.stack(ys) if collect else None)

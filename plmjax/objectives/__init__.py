@@ -5,6 +5,12 @@
                                 whole-word / ERNIE / span masking)
     "mlm_nsp"      Bert         masked LM + next-sentence prediction (BERT)
     "span_mlm_sbo" Bert + SBO   geometric span masking, masked LM + span boundary objective (SpanBERT)
+    "staged_mlm"   Bert         masked LM whose unit changes at step boundaries (ERNIE 1.0:
+                                token -> phrase -> entity; staged.py)
+    "mass"         Seq2Seq      masked seq2seq: one contiguous fragment, decoder predicts it (mass.py)
+    "unilm"        Bert         bi / left-to-right / right-to-left / seq2seq masked LMs mixed per
+                                row through [B, T, T] attention masks (unilm.py)
+    "unilm_s2s"    Bert         UNILM seq2seq fine-tuning: target tokens masked, seq2seq mask
     "clm"          GPT          causal LM (GPT-1, GPT-2)
     "plm"          XLNet        permutation LM (plm.py)
     "bilm"         ELMo         forward + backward LM (bilm.py)
@@ -19,7 +25,7 @@ from typing import Any
 
 import ml_collections
 
-from plmjax.objectives.base import Objective
+from plmjax.objectives.base import Objective, prepare_inputs
 from plmjax.objectives.clm import CausalLM
 from plmjax.objectives.masking import MaskSpec, Vocab, mask_tokens
 from plmjax.objectives.mlm import MaskedLM
@@ -44,6 +50,13 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     # spans need slot headroom above the 15 % budget (masking.py): >= 0.15 T + 10, here T = 128
     "span_mlm_sbo": dict(name="span_mlm_sbo", **{**_MASKING, "unit": "span", "max_predictions": 30},
                          sbo_weight=1.0, sbo_max_offset=20),
+    "staged_mlm": dict(name="staged_mlm", **_MASKING, nsp_weight=0.0,
+                       stage_units=("token", "phrase", "entity"),   # ERNIE 1.0's three stages
+                       stage_steps=(0, 0)),       # step at which each later stage starts
+    "mass": dict(name="mass", mask_ratio=0.5, span_tokens=0, start_prob=0.2, end_prob=0.2,
+                 mask_token_prob=0.8, random_token_prob=0.1),
+    "unilm": dict(name="unilm", **_MASKING, proportions=(1 / 3, 1 / 6, 1 / 6, 1 / 3)),
+    "unilm_s2s": dict(name="unilm_s2s", **{**_MASKING, "mask_prob": 0.7}),
     "clm": dict(name="clm"),
     "plm": dict(name="plm", num_predict=85, max_span=5, mask_alpha=6, perm_size=0),
     "bilm": dict(name="bilm"),
@@ -91,14 +104,30 @@ def build_objective(cfg: Any, vocab: Any) -> Objective:
     from plmjax.objectives.plm import PermutationLM
     return PermutationLM(num_predict=c.num_predict, max_span=c.max_span, mask_alpha=c.mask_alpha,
                          perm_size=c.perm_size, special_ids=Vocab.from_tokenizer(vocab).special_ids)
-  spec = MaskSpec(mask_prob=c.mask_prob, max_predictions=c.max_predictions, unit=c.unit,
-                  mask_token_prob=c.mask_token_prob, random_token_prob=c.random_token_prob,
-                  span_p=c.span_p, span_max_words=c.span_max_words)
-  return MaskedLM(spec, Vocab.from_tokenizer(vocab), static_masking=c.static_masking,
-                  dupe_factor=c.dupe_factor, static_seed=c.static_seed,
-                  nsp_weight=c.get("nsp_weight", 0.0), sbo_weight=c.get("sbo_weight", 0.0),
-                  sbo_max_offset=c.get("sbo_max_offset", 20))
+  if c.name == "mass":
+    from plmjax.objectives.mass import MaskedSeq2Seq
+    return MaskedSeq2Seq(Vocab.from_tokenizer(vocab), mask_ratio=c.mask_ratio, span_tokens=c.span_tokens,
+                         start_prob=c.start_prob, end_prob=c.end_prob,
+                         mask_token_prob=c.mask_token_prob, random_token_prob=c.random_token_prob)
+  spec = lambda unit: MaskSpec(mask_prob=c.mask_prob, max_predictions=c.max_predictions, unit=unit,
+                               mask_token_prob=c.mask_token_prob, random_token_prob=c.random_token_prob,
+                               span_p=c.span_p, span_max_words=c.span_max_words)
+  if c.name in ("unilm", "unilm_s2s"):
+    from plmjax.objectives.unilm import UnifiedLM
+    s2s = c.name == "unilm_s2s"
+    sep = getattr(vocab, "sep_id", None)
+    return UnifiedLM(spec(c.unit), Vocab.from_tokenizer(vocab),
+                     proportions=(0.0, 0.0, 0.0, 1.0) if s2s else tuple(c.proportions),
+                     target_only=s2s, sep_id=-1 if sep is None else int(sep))
+  mlm = lambda unit: MaskedLM(spec(unit), Vocab.from_tokenizer(vocab), static_masking=c.static_masking,
+                              dupe_factor=c.dupe_factor, static_seed=c.static_seed,
+                              nsp_weight=c.get("nsp_weight", 0.0), sbo_weight=c.get("sbo_weight", 0.0),
+                              sbo_max_offset=c.get("sbo_max_offset", 20))
+  if c.name == "staged_mlm":
+    from plmjax.objectives.staged import StagedMaskedLM
+    return StagedMaskedLM(tuple(mlm(u) for u in c.stage_units), tuple(int(s) for s in c.stage_steps))
+  return mlm(c.unit)
 
 
-__all__ = ["Objective", "build_objective", "default_objective_config", "NAMES", "MaskSpec", "Vocab",
+__all__ = ["Objective", "prepare_inputs", "build_objective", "default_objective_config", "NAMES", "MaskSpec", "Vocab",
            "mask_tokens", "MaskedLM", "CausalLM"]

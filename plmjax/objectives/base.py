@@ -23,3 +23,11 @@ class Objective(Protocol):
   def prepare(self, batch: dict, key: Array) -> dict: ...
 
   def loss(self, outputs: dict, prepared: dict) -> tuple[Array, dict]: ...
+
+
+def prepare_inputs(objective: Objective, batch: dict, key: Array, step: Array | None = None) -> dict:
+  """objective.prepare(batch, key), passing the train step to objectives that schedule on it
+  (`uses_step = True`, e.g. ERNIE's staged masking, staged.py)."""
+  if getattr(objective, "uses_step", False):
+    return objective.prepare(batch, key, step=step)
+  return objective.prepare(batch, key)
