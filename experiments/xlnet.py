@@ -13,12 +13,14 @@ targets (1..5 tokens, P(n) ∝ 1/n, `mask_alpha` = K context tokens per span tok
 the perm_mask / target_mapping the model consumes.
 
 `large` is the paper's XLNet-Large pretraining (§3.1, appendix A): 24 layers, d 1024, 16 heads,
-d_inner 4096, sequence 512, memory 384, reuse 256, bidirectional data (bi_data), K = 6
+d_inner 4096, sequence 512, memory 384, reuse 256, K = 6
 (num_predict 85 of 512), perm_size 256 (the code's default for local permutations), batch 8192,
 500k steps, Adam lr 4e-4 with 40k warmup and linear decay, dropout 0.1, weight decay 0.01.
 `base` is the same recipe at BERT-base size. Differences from the paper's pipeline: spans count
 tokens, not words; sentence-pair inputs with [SEP]/[CLS] and segment ids are not built here (the
-packed rows have one segment); memories are not carried across optimizer steps.
+packed rows have one segment); memories are not carried across optimizer steps; the paper's
+bidirectional data (half of each batch reversed, read with negated distances) is off: the model
+supports `bi_data`, the pipeline does not reverse rows.
 """
 from ml_collections import ConfigDict
 
@@ -60,7 +62,7 @@ def get_config(arg: str = "tiny") -> ConfigDict:
   big = arg == "large"
   shape = dict(hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096) if big else \
       dict(hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072)
-  c.model = model_section("xlnet", **shape, mem_len=384, reuse_len=256, bi_data=True,
+  c.model = model_section("xlnet", **shape, mem_len=384, reuse_len=256, bi_data=False,
                           dropout_rate=0.1, attention_dropout_rate=0.1)
   c.data.seq_len = 512
   c.data.vocab_size = 32000
