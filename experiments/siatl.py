@@ -32,7 +32,7 @@ def get_config(arg: str = "tiny") -> ConfigDict:
   c.data.special_tokens = "eos"
   c.objective = ConfigDict(dict(name="rnn_lm"))
   if arg == "tiny":
-    c.model = model_section("siatl", classifier=False, embed_size=32, hidden_size=64, num_layers=2,
+    c.model = model_section("siatl", classifier=False, embed_size=64, hidden_size=128, num_layers=2,
                             embed_dropout=0.0, input_dropout=0.1, hidden_dropout=0.1,
                             output_dropout=0.1, task_hidden=16)
     c.data.seq_len = 32
