@@ -222,8 +222,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
         tokens, t0 = 0, time.perf_counter()
       bar.update(1)
       if t.eval_steps and (done % t.eval_every == 0 or done == t.steps):
+        t_eval = time.perf_counter()
         rec = log.write(done, run.evaluate(), split="eval")
         bar.write(json.dumps(rec))
+        t0 += time.perf_counter() - t_eval          # tokens/s counts training time only
       if done % t.checkpoint_every == 0 or done == t.steps or preempt.requested:
         run.checkpointer.save(done, run.state, data_iter, config, force=preempt.requested)
       if preempt.requested:
