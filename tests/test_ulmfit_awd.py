@@ -51,6 +51,8 @@ def test_concat_pool_ignores_padding():
   h = jnp.array([[[1.0], [5.0], [2.0], [99.0]]])
   pooled = concat_pool(h, jnp.array([[1, 1, 1, 0]]))
   np.testing.assert_allclose(pooled, [[2.0, 5.0, 8.0 / 3]], rtol=1e-6)
+  empty = concat_pool(h, jnp.zeros((1, 4), jnp.int32))        # a padding row of a batch: finite
+  assert np.isfinite(np.asarray(empty)).all() and float(empty[0, 1]) == 0.0
 
 
 def test_classifier_pooled_and_layer_ids():

@@ -88,6 +88,7 @@ def concat_pool(h: Array, mask: Array) -> Array:
   """ULMFiT's concat pooling over real tokens: h [B, T, D], mask [B, T] -> [B, 3D]."""
   m = mask.astype(h.dtype)[..., None]                                            # [B, T, 1]
   mx = jnp.where(m > 0, h, jnp.finfo(h.dtype).min).max(1)
+  mx = jnp.where(m.sum(1) > 0, mx, 0.0)                    # an empty (padding) row pools to 0
   mean = (h * m).sum(1) / jnp.maximum(m.sum(1), 1.0)
   return jnp.concatenate([last_token(h, mask), mx, mean], axis=-1)
 
