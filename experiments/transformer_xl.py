@@ -7,11 +7,10 @@ Run (tiny: CPU, about a minute; real text with --config.data.path):
     plmjax train --config experiments/transformer_xl.py:tiny --workdir /tmp/txl_wt2 \
         --config.data.path=../shared/data/wikitext-2
 
-Each data row holds `segments` consecutive segments of `model.segment_len` tokens; the model runs
-them in one `lax.scan` threading the memory (stop-gradient between segments), so recurrence is
-trained within a row. The authors' scripts also carry the memory across optimizer steps over
-contiguous streams; the shared train step does not thread `model_state` yet, so each row starts
-from a zero memory here.
+Data are "stream" rows (row i of each batch continues row i of the previous one), and the train
+step carries the memory across optimizer steps in `TrainState.model_state["mems"]`, as the
+authors' scripts do. Each row holds 4 segments of `model.segment_len` tokens, which the model runs
+in one `lax.scan` threading the memory (stop-gradient between segments).
 
 Settings (from the authors' run_*.sh scripts, PyTorch version):
   wt103_base   16 layers, d 410, 10 heads x 41, d_inner 2100, dropout 0.1, dropatt 0.0, adaptive
@@ -59,7 +58,7 @@ def get_config(arg: str = "tiny") -> ConfigDict:
   c.dtype = "auto"
   c.mesh = mesh_section()
   c.data = default_data_config()
-  c.data.mode = "packed"
+  c.data.mode = "stream"
   c.data.special_tokens = "eos"
   c.objective = default_objective_config("clm")
   if arg == "tiny":
