@@ -1,7 +1,7 @@
 """XLNet (Yang et al., 2019): permutation language modelling with two-stream attention over a
 Transformer-XL backbone (relative positions and segments, memory).
 
-Run (tiny: CPU, about a minute; real text with --config.data.path):
+Run (tiny: CPU, a minute or two; real text with --config.data.path):
 
     plmjax train --config experiments/xlnet.py:tiny --workdir /tmp/xlnet_tiny
     plmjax train --config experiments/xlnet.py:tiny --workdir /tmp/xlnet_wt2 \
@@ -25,18 +25,20 @@ supports `bi_data`, the pipeline does not reverse rows.
 from ml_collections import ConfigDict
 
 from plmjax.data import default_data_config
+from plmjax.objectives import default_objective_config
 from plmjax.train.config import mesh_section, model_section, optimizer_section, train_section
 
 SIZES = ("tiny", "base", "large")
 
 
 def objective_section(**overrides) -> ConfigDict:
-  """The "plm" objective's keys (plmjax.objectives.plm.PermutationLM)."""
-  d = dict(name="plm", num_predict=85, max_span=5, mask_alpha=6, perm_size=0)
-  unknown = sorted(set(overrides) - set(d))
-  if unknown:
-    raise ValueError(f"objective (plm) has no key {unknown[0]!r}; keys: {sorted(d)}")
-  return ConfigDict({**d, **overrides})
+  """The "plm" objective's keys (plmjax.objectives.plm.PermutationLM) with `overrides`."""
+  c = default_objective_config("plm")
+  for k, v in overrides.items():
+    if k not in c:
+      raise ValueError(f"objective (plm) has no key {k!r}; keys: {sorted(c.keys())}")
+    c[k] = v
+  return c
 
 
 def get_config(arg: str = "tiny") -> ConfigDict:
