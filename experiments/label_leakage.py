@@ -7,7 +7,8 @@ zero by copying, and it learns nothing a language model should. ELMo's forward L
 its backward LM x_t..x_T, so neither can see its target.
 
 Both models here are `plmjax.models.elmo.Elmo` with the same sizes, data, optimizer and steps;
-only `mix_directions` differs. Both minimise the same biLM loss (forward: next word, backward:
+only `mix_directions` differs (the separated model also keeps ELMo's residual connection between
+its layers, which the mixed one cannot have: its layer inputs are twice as wide). Both minimise the same biLM loss (forward: next word, backward:
 previous word). We report the training loss over steps and the loss on the validation split, next
 to the unigram entropy of the training text (what a model that ignores the context reaches).
 
