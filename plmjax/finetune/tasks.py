@@ -169,9 +169,11 @@ def split_chars(text: str) -> str:
 
 class NgramSegmenter:
   """Forward maximum matching over a lexicon of frequent 2..max_n character n-grams of a corpus
-  (an unsupervised stand-in for a word segmenter when jieba is not installed)."""
+  (an unsupervised stand-in for a word segmenter when jieba is not installed). `min_count`
+  defaults to one occurrence per 500 texts (at least 2)."""
 
-  def __init__(self, texts: Sequence[str], max_n: int = 4, min_count: int = 20):
+  def __init__(self, texts: Sequence[str], max_n: int = 4, min_count: Optional[int] = None):
+    min_count = max(2, len(texts) // 500) if min_count is None else min_count
     counts = collections.Counter()
     for t in texts:
       for run in re.findall(r"[\u4e00-\u9fff]+", t):
