@@ -113,8 +113,7 @@ def test_scan_and_unrolled_stacks_agree():
   jax.tree_util.tree_map(np.testing.assert_array_equal, restacked, params)
 
 
-@pytest.mark.parametrize("policy", ["full", "dots"])
-@pytest.mark.parametrize("scan", [True, False])
+@pytest.mark.parametrize("policy,scan", [("full", True), ("dots", False)])
 def test_remat_gives_the_same_gradients(policy, scan):
   ids = jax.random.randint(jax.random.key(0), (2, 8), 0, 60)
   batch = {"input_ids": ids}
