@@ -68,9 +68,10 @@ def plmjax_pretrained(tmp_path_factory):
   return workdir
 
 
-def test_mrpc_from_plmjax_pretrained(tmp_path, plmjax_pretrained):
-  r = finetune(config(f"{FT}:mrpc", **{"model.init_from": plmjax_pretrained}), str(tmp_path))
-  assert set(r) == {"accuracy", "f1"}
+def test_mrpc_from_plmjax_pretrained_ulmfit_mode(tmp_path, plmjax_pretrained):
+  """ULMFiT's recipe (discriminative LRs, gradual unfreezing, slanted triangular LR) on a plmjax run."""
+  cfg = config(f"{FT}:mrpc:ulmfit", **{"model.init_from": plmjax_pretrained, "train.steps": 2})
+  assert set(finetune(cfg, str(tmp_path))) == {"accuracy", "f1"}
   with pytest.raises(ValueError, match="max_len=64 exceeds the encoder's max_len=32"):
     finetune(config(f"{FT}:mrpc", **{"model.init_from": plmjax_pretrained, "data.max_len": 64,
                                      "data.buckets": (64,)}), str(tmp_path / "long"))
@@ -78,15 +79,16 @@ def test_mrpc_from_plmjax_pretrained(tmp_path, plmjax_pretrained):
 
 def test_chnsenticorp_char_vs_word_units_from_scratch(tmp_path):
   """Word units (data.unit=word) give a vocabulary of multi-character words, char units one of
-  single characters; the word-unit model trains end to end from scratch."""
+  single characters; the word-unit model trains end to end from scratch (feature-extraction mode:
+  frozen encoder + scalar mix)."""
   from plmjax.finetune.main import load_tokenizer_for
   from plmjax.finetune.taskdata import read_examples, texts_of
   from plmjax.finetune.tasks import TASKS
   vocabs = {}
   for unit in ("char", "word"):
-    cfg = config(f"{FT}:chnsenticorp", **{"data.unit": unit, "data.tokenizer": "build",
+    cfg = config(f"{FT}:chnsenticorp:features", **{"data.unit": unit, "data.tokenizer": "build",
                                           "data.vocab_size": 3000, "model.arch": TINY_BERT,
-                                          "head.pooling": "cls", "train.steps": 1})
+                                          "train.steps": 1})
     if unit == "word":
       assert set(finetune(cfg, str(tmp_path / unit))) == {"accuracy"}
     else:
