@@ -117,7 +117,7 @@ def classify(name, encoder, pretrained, data, args, *, layer_decay, unfreeze, au
         lambda p, x: _lookup(pretrained, p, x), params["encoder"])
     params = {**params, "encoder": merged}
   num_layers = 3
-  every = max(args.cls_steps // (num_layers + 2), 1)
+  every = args.unfreeze_every or max(args.cls_steps // (num_layers + 2), 1)
   tx, _ = build_optimizer(adam_cfg(args.cls_lr), transfer_cfg(layer_decay, unfreeze, every), params,
                           num_layers, args.cls_steps, every)
   quarter = max(args.cls_steps // 4, 1)
@@ -187,6 +187,9 @@ def main(argv=None):
   p.add_argument("--lm-finetune-steps", dest="lm_finetune_steps", type=int, default=100)
   p.add_argument("--cls-steps", dest="cls_steps", type=int, default=300)
   p.add_argument("--cls-lr", dest="cls_lr", type=float, default=5e-3)
+  p.add_argument("--unfreeze-every", dest="unfreeze_every", type=int, default=0,
+                 help="steps between unfreezing layers (0: cls_steps / (L + 2))")
+  p.add_argument("--no-baseline", dest="baseline", action="store_false")
   p.add_argument("--lm-lr", dest="lm_lr", type=float, default=3e-3)
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--bptt", type=int, default=50)
@@ -235,8 +238,9 @@ def main(argv=None):
     cls = AwdLstm(awd.replace(classifier_hidden=50))
     results["ulmfit"] = {"lm_finetune_curve": curve, **classify(
         "ulmfit", cls, ft_params, data, args, layer_decay=1 / 2.6, unfreeze=True, aux=False, log=log)}
-    results["ulmfit_baseline"] = classify("ulmfit-baseline (no pretraining)", cls, None, data, args,
-                                          layer_decay=1.0, unfreeze=False, aux=False, log=log)
+    if args.baseline:
+      results["ulmfit_baseline"] = classify("ulmfit-baseline (no pretraining)", cls, None, data, args,
+                                            layer_decay=1.0, unfreeze=False, aux=False, log=log)
   if args.method in ("siatl", "both"):
     log("3. SiATL: task LSTM + self-attention, decaying auxiliary LM loss, sequential unfreezing")
     sc = SiatlConfig(vocab_size=tok.vocab_size, embed_size=args.embed, hidden_size=args.hidden,
@@ -244,8 +248,9 @@ def main(argv=None):
                      weight_drop=0.2, output_dropout=0.1, task_hidden=128)
     results["siatl"] = classify("siatl", Siatl(sc), lm_params, data, args, layer_decay=1.0,
                                 unfreeze=True, aux=True, log=log)
-    results["siatl_baseline"] = classify("siatl-baseline (no pretraining)", Siatl(sc), None, data,
-                                         args, layer_decay=1.0, unfreeze=False, aux=True, log=log)
+    if args.baseline:
+      results["siatl_baseline"] = classify("siatl-baseline (no pretraining)", Siatl(sc), None, data,
+                                           args, layer_decay=1.0, unfreeze=False, aux=True, log=log)
   log("\n| method | dev accuracy |\n|---|---|")
   for k in ("ulmfit", "ulmfit_baseline", "siatl", "siatl_baseline"):
     if k in results:
