@@ -15,6 +15,18 @@ to the unigram entropy of the training text (what a model that ignores the conte
     python experiments/label_leakage.py --steps 300          # ~ 10 minutes on 2 CPU cores
     python experiments/label_leakage.py --steps 40 --vocab 2000 --hidden 64   # a quick look
 
+Measured (defaults: 300 steps, batch 32 x 35 words, vocab 10k, embedding 128, 2 x LSTM 256 -> 128,
+Adam 3e-3, dropout 0.1; 2 shared CPU cores, ~30 min per model; unigram entropy 6.306 nats):
+
+    biLM loss at step     1     25    50    100   150   200   250   300   | valid loss  next-word acc
+    separated (ELMo)     9.22  6.20  6.24  5.87  5.65  5.40  5.60  5.40   | 5.354       0.204
+    mixed (leaky)        9.21  5.51  4.71  3.53  2.68  2.00  1.83  1.46   | 1.437       0.784
+
+The separated biLM sits where a small LM sits after 300 steps (just under the unigram entropy); the
+mixed one keeps falling (still ~0.2 nats per 25 steps at the end) and predicts 78 % of held-out next
+words: it reads them. On i.i.d. random tokens, where no honest LM can beat log V, the same contrast is
+a unit test (tests/test_elmo_bilm.py: separated stays at log 16 = 2.77, mixed reaches ~0.1).
+
 Words are WikiText-2's own tokens (lines joined with an end-of-line token), the most frequent
 `--vocab` of them kept, the rest mapped to <unk>. Rows of a batch are contiguous streams.
 """
