@@ -190,6 +190,10 @@ def main(argv=None):
   p.add_argument("--unfreeze-every", dest="unfreeze_every", type=int, default=0,
                  help="steps between unfreezing layers (0: cls_steps / (L + 2))")
   p.add_argument("--no-baseline", dest="baseline", action="store_false")
+  p.add_argument("--layer-decay", dest="layer_decay", type=float, default=1 / 2.6,
+                 help="ULMFiT classifier: per-layer LR factor (1: one LR for all layers)")
+  p.add_argument("--no-unfreeze", dest="unfreeze", action="store_false",
+                 help="ULMFiT classifier: every layer trains from step 0")
   p.add_argument("--lm-lr", dest="lm_lr", type=float, default=3e-3)
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--bptt", type=int, default=50)
@@ -237,7 +241,8 @@ def main(argv=None):
                                 args.lm_finetune_steps, log)
     cls = AwdLstm(awd.replace(classifier_hidden=50))
     results["ulmfit"] = {"lm_finetune_curve": curve, **classify(
-        "ulmfit", cls, ft_params, data, args, layer_decay=1 / 2.6, unfreeze=True, aux=False, log=log)}
+        "ulmfit", cls, ft_params, data, args, layer_decay=args.layer_decay, unfreeze=args.unfreeze,
+        aux=False, log=log)}
     if args.baseline:
       results["ulmfit_baseline"] = classify("ulmfit-baseline (no pretraining)", cls, None, data, args,
                                             layer_decay=1.0, unfreeze=False, aux=False, log=log)
