@@ -46,12 +46,15 @@ def get_config(arg: str = "tiny") -> ConfigDict:
   c.data.special_tokens = "cls_sep"
   c.objective = default_objective_config("mlm_nsp")
   c.objective.unit = "word"
+  # CPU-sized; no dropout, 1-step warmup and batch 64 so that 80 steps show learning
+  # (tests/test_masking_configs_learn.py)
   if arg == "tiny":
-    c.model = model_section("bert_wwm", hidden_size=64, num_layers=2, num_heads=4, mlp_dim=128, max_len=32)
+    c.model = model_section("bert_wwm", hidden_size=64, num_layers=2, num_heads=4, mlp_dim=128,
+                            dropout_rate=0.0, attention_dropout_rate=0.0, max_len=32)
     c.data.seq_len = 32
     c.objective.max_predictions = 8          # headroom for the word crossing the budget (masking.py)
-    c.optimizer = optimizer_section(name="adamw", learning_rate=3e-3, warmup_steps=10)
-    c.train = train_section(steps=100, batch_size=32, log_every=10, checkpoint_every=50,
+    c.optimizer = optimizer_section(name="adamw", learning_rate=3e-3, warmup_steps=1)
+    c.train = train_section(steps=100, batch_size=64, log_every=10, checkpoint_every=50,
                             eval_every=50, eval_steps=4)
     return c
   big = arg == "large"

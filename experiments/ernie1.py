@@ -45,9 +45,12 @@ def get_config(arg: str = "tiny") -> ConfigDict:
   c.data.special_tokens = "cls_sep"
   c.objective = default_objective_config("staged_mlm")
   c.objective.nsp_weight = 1.0
+  # CPU-sized; no dropout, 1-step warmup and batch 64 so that 80 steps show learning
+  # (tests/test_masking_configs_learn.py)
   if arg in ("tiny", "conll"):
     steps = 100 if arg == "tiny" else 600
     c.model = model_section("ernie1", hidden_size=64, num_layers=2, num_heads=4, mlp_dim=128,
+                            dropout_rate=0.0, attention_dropout_rate=0.0,
                             max_len=32 if arg == "tiny" else 64)
     c.data.seq_len = 32 if arg == "tiny" else 64
     c.objective.max_predictions = 8 if arg == "tiny" else 14
@@ -55,8 +58,8 @@ def get_config(arg: str = "tiny") -> ConfigDict:
     if arg == "conll":
       c.data.path = CONLL
       c.data.vocab_size = 4000
-    c.optimizer = optimizer_section(name="adamw", learning_rate=3e-3, warmup_steps=10)
-    c.train = train_section(steps=steps, batch_size=32, log_every=10, checkpoint_every=50,
+    c.optimizer = optimizer_section(name="adamw", learning_rate=3e-3, warmup_steps=1)
+    c.train = train_section(steps=steps, batch_size=64, log_every=10, checkpoint_every=50,
                             eval_every=50, eval_steps=4)
     return c
   c.model = model_section("ernie1")
