@@ -95,6 +95,35 @@ def dense_init(std: float) -> Callable:
   return nn.initializers.normal(stddev=std)
 
 
+class HeadsDense(nn.Module):
+  """A projection into or out of heads, with its kernel created in its true shape so the logical
+  axis names apply to it directly (flax's DenseGeneral initialises a flat 2-D kernel, which breaks
+  3-D logical constraints under an active mesh).
+
+  into heads:  x [..., E] -> [..., N, D], kernel [E, N, D] ('embed', 'heads', 'kv'), bias [N, D]
+  out of heads: x [..., N, D] -> [..., E], kernel [N, D, E] ('heads', 'kv', 'embed'), bias [E]
+  """
+  shape: tuple[int, int, int]
+  axes: tuple[str, str, str]
+  into_heads: bool = True
+  use_bias: bool = True
+  init_std: float = 0.02
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = self.param("kernel", nn.with_logical_partitioning(dense_init(self.init_std), self.axes),
+                        self.shape, self.param_dtype)
+    eq = "...e,end->...nd" if self.into_heads else "...nd,nde->...e"
+    y = jnp.einsum(eq, x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.use_bias:
+      b_shape, b_axes = (self.shape[1:], self.axes[1:]) if self.into_heads else (self.shape[2:], self.axes[2:])
+      y = y + self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, b_axes),
+                         b_shape, self.param_dtype).astype(self.dtype)
+    return y
+
+
 class MultiHeadAttention(nn.Module):
   """Self- or cross-attention with separate q/k/v projections and an optional KV cache.
 
@@ -122,20 +151,16 @@ class MultiHeadAttention(nn.Module):
                bias: Optional[Array] = None, *, train: bool = False, decode: bool = False,
                cache_prefix: int = 0) -> Array:
     context = x if context is None else context
-    features = x.shape[-1]
+    e, n, d = x.shape[-1], self.num_heads, self.head_dim
+    kw = dict(use_bias=self.use_bias, init_std=self.init_std, dtype=self.dtype,
+              param_dtype=self.param_dtype)
 
-    def proj(name, axes, in_ax):
-      return nn.DenseGeneral(
-          features=(self.num_heads, self.head_dim) if in_ax == -1 else features,
-          axis=in_ax, use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
-          kernel_init=nn.with_logical_partitioning(dense_init(self.init_std), axes),
-          bias_init=nn.with_logical_partitioning(
-              nn.initializers.zeros, axes[-2:] if in_ax == -1 else axes[-1:]),
-          name=name)
+    def proj(name):
+      return HeadsDense((e, n, d), ("embed", "heads", "kv"), name=name, **kw)
 
-    q = proj("query", ("embed", "heads", "kv"), -1)(x)        # [B, T, N, D]
-    k = proj("key", ("embed", "heads", "kv"), -1)(context)    # [B, S, N, D]
-    v = proj("value", ("embed", "heads", "kv"), -1)(context)  # [B, S, N, D]
+    q = proj("query")(x)          # [B, T, N, D]
+    k = proj("key")(context)      # [B, S, N, D]
+    v = proj("value")(context)    # [B, S, N, D]
 
     if decode:
       k, v, cache_mask = self._update_cache(k, v, cache_prefix)
@@ -145,7 +170,7 @@ class MultiHeadAttention(nn.Module):
     rng = self.make_rng("dropout") if rate > 0.0 else None
     out = dot_product_attention(q, k, v, mask, bias, dropout_rate=rate, dropout_rng=rng,
                                 implementation=self.implementation)   # [B, T, N, D]
-    return proj("out", ("heads", "kv", "embed"), (-2, -1))(out)    # [B, T, E]
+    return HeadsDense((n, d, e), ("heads", "kv", "embed"), into_heads=False, name="out", **kw)(out)  # [B, T, E]
 
   def _update_cache(self, k: Array, v: Array, prefix: int = 0):
     """Writes k/v [B, L, N, D] at cache_index; returns the full cache and its mask: causal over the

@@ -29,7 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from plmjax.nn.attention import dense_init, dot_product_attention
+from plmjax.nn.attention import HeadsDense, dense_init, dot_product_attention
 from plmjax.nn.embeddings import sinusoidal_positions
 
 Array = jax.Array
@@ -108,15 +108,16 @@ class RelativeAttention(nn.Module):
   implementation: Optional[str] = None
 
   def setup(self):
-    def proj(name, axes, out_features, in_axis):
-      return nn.DenseGeneral(out_features, axis=in_axis, use_bias=False, dtype=self.dtype,
-                             param_dtype=self.param_dtype, name=name,
-                             kernel_init=nn.with_logical_partitioning(dense_init(self.init_std), axes))
     nd = (self.num_heads, self.head_dim)
-    self.query = proj("query", ("embed", "heads", "kv"), nd, -1)
-    self.key = proj("key", ("embed", "heads", "kv"), nd, -1)
-    self.value = proj("value", ("embed", "heads", "kv"), nd, -1)
-    self.pos = proj("pos", ("embed", "heads", "kv"), nd, -1)
+
+    def proj(name):
+      return HeadsDense((self.embed_dim,) + nd, ("embed", "heads", "kv"), use_bias=False,
+                        init_std=self.init_std, dtype=self.dtype, param_dtype=self.param_dtype,
+                        name=name)
+    self.query = proj("query")
+    self.key = proj("key")
+    self.value = proj("value")
+    self.pos = proj("pos")
 
     def bias(name, shape=nd, axes=("heads", "kv")):
       return self.param(name, nn.with_logical_partitioning(dense_init(self.init_std), axes),

@@ -74,11 +74,9 @@ def make_mesh(mesh_cfg, devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
 
 
 # Activation constraints (`nn.with_logical_constraint` inside the models) need the mesh to be
-# current while the step is traced. They are off for now: flax's DenseGeneral (used by
-# plmjax.nn.attention for the [E, N, D] projections) re-evaluates its init on every apply, and
-# that init unboxes a flat 2-D kernel under the 3-D logical names, which fails under an active
-# mesh. With the flag off, XLA propagates the param and batch shardings on its own.
-ACTIVATION_CONSTRAINTS = False
+# current while the step is traced; `activate` makes it so (switch off to let XLA propagate the
+# param and batch shardings alone, e.g. when debugging a sharding error).
+ACTIVATION_CONSTRAINTS = True
 
 
 @contextlib.contextmanager

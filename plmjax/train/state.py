@@ -15,9 +15,8 @@ The state is *created* sharded, never gathered on one device:
     optax.tree_map_params               the same shardings for the optimizer's per-param moments
     jax.jit(init, out_shardings=...)    every device initialises only its own shard
 
-Init is traced *without* the mesh context: flax's DenseGeneral initialises a flat 2-D kernel and
-unboxes it (applying the 3-D logical constraint) before reshaping, which fails under an active
-mesh. The out_shardings place the result all the same.
+Init is traced under the mesh and the logical rules (`mesh.activate`), so the params' logical
+constraints and the models' activation constraints apply while every device builds its shard.
 """
 from __future__ import annotations
 
@@ -30,7 +29,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from plmjax.train.mesh import LOGICAL_RULES
+from plmjax.train.mesh import LOGICAL_RULES, activate
 
 
 @flax.struct.dataclass
@@ -84,7 +83,8 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, examp
   shardings = TrainState(step=replicated, params=p_shard, opt_state=opt_shard, rng=replicated,
                          model_state={k: NamedSharding(mesh, (model_state_specs or {}).get(k, P()))
                                       for k in abstract.model_state})
-  state = jax.jit(init, out_shardings=shardings)(rng)
+  with activate(mesh):
+    state = jax.jit(init, out_shardings=shardings)(rng)
   return state, shardings
 
 
