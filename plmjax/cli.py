@@ -43,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
 
   s = with_config("train", "Train (or resume) a model; writes DIR/metrics.jsonl, tensorboard/, checkpoints/.")
   s.add_argument("--workdir", required=True, metavar="DIR")
+  s.add_argument("--multihost", action="store_true",
+                 help="initialise the multi-process runtime (jax.distributed) before training; on TPU "
+                 "pods and SLURM/GKE clusters the coordinator is found automatically")
+  s.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                 help="explicit coordinator address (implies --multihost); with --num-processes and "
+                 "--process-id")
+  s.add_argument("--num-processes", type=int, default=None)
+  s.add_argument("--process-id", type=int, default=None)
   s = with_config("eval", "Evaluate the latest checkpoint in DIR on data.eval_split.")
   s.add_argument("--workdir", required=True, metavar="DIR")
   s = with_config("finetune", "Fine-tune on a downstream task (experiments/finetune.py:<task>); "
@@ -62,6 +70,20 @@ def _parser() -> argparse.ArgumentParser:
   return p
 
 
+def _init_distributed(args) -> None:
+  """jax.distributed.initialize: explicit coordinator (e.g. local multi-process runs on CPU, which
+  use gloo collectives) or auto-detected (TPU pods, SLURM, GKE)."""
+  import jax
+  if args.coordinator:
+    if args.num_processes is None or args.process_id is None:
+      raise SystemExit("plmjax train: --coordinator needs --num-processes and --process-id")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(args.coordinator, num_processes=args.num_processes,
+                               process_id=args.process_id)
+  else:
+    jax.distributed.initialize()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args, rest = _parser().parse_known_args(argv)
   if args.command == "tokenizer":
@@ -73,6 +95,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if args.command == "finetune":
     from plmjax.finetune.main import run_cli
     return run_cli(args.config, args.workdir, rest)
+
+  if getattr(args, "multihost", False) or getattr(args, "coordinator", None):
+    _init_distributed(args)
 
   from plmjax.train.config import ConfigError, get_config
   try:

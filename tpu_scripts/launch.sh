@@ -5,4 +5,4 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 args=$(printf '%q ' "$@")
-on_all_workers "cd $REPO_DIR && . .venv/bin/activate && nohup plmjax train $args > ~/plmjax.log 2>&1 &"
+on_all_workers "cd $REPO_DIR && . .venv/bin/activate && nohup plmjax train --multihost $args > ~/plmjax.log 2>&1 &"
