@@ -116,9 +116,15 @@ def init_params(model, enc, sample: dict, seed: int, mesh):
   shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract)["params"], mesh, LOGICAL_RULES)
   if enc.params is None:
     return jax.device_put(nn.meta.unbox(jax.jit(init)(key)["params"]), shardings)
-  e, t = int(enc.module.config.hidden_size), sample["input_ids"].shape[1]
-  hidden, pooled = jnp.zeros((1, t, e)), jnp.zeros((1, e))
   row = {k: v[:1] for k, v in sample.items()}
+  # The heads' input widths come from the encoder's own outputs (an RNN's concat pooling is wider
+  # than its hidden size), traced abstractly.
+  hidden_s, pooled_s = jax.eval_shape(
+      lambda p: model.apply({"params": p}, row, False,
+                            method=lambda m, b, train: m._features(b, train)[1:]),
+      nn.meta.unbox(abstract["params"]))
+  hidden, pooled = jnp.zeros(hidden_s.shape, hidden_s.dtype), jnp.zeros(pooled_s.shape, pooled_s.dtype)
+  e = hidden.shape[-1]
   params = {"encoder": enc.params}
   for i, spec in enumerate(model.heads):
     head = Head(spec, model.dropout)
