@@ -58,6 +58,17 @@ def static_row_keys(batch: dict, key: Array, seed: int, dupe_factor: int) -> Arr
   return jax.vmap(jax.random.fold_in)(per_example, variant)
 
 
+def masked_lm_loss(outputs: dict, targets: dict, name: str) -> tuple[Array, dict]:
+  """Cross-entropy of the gathered logits [B, P, V] against targets' masked_ids / masked_weights
+  [B, P] -> (loss, {mlm_loss, mlm_accuracy, num_targets}). `name` labels the shape error."""
+  logits = outputs["logits"]                                                       # [B, P, V]
+  if logits.shape[:2] != targets["masked_ids"].shape:
+    raise ValueError(f"{name}: logits {logits.shape} are not [B, P, V] for P = "
+                     f"{targets['masked_ids'].shape[1]}; call the model with batch['masked_positions']")
+  loss, acc, n = token_cross_entropy(logits, targets["masked_ids"], targets["masked_weights"])
+  return loss, {"mlm_loss": loss, "mlm_accuracy": acc, "num_targets": n}
+
+
 @dataclasses.dataclass(frozen=True)
 class MaskedLM:
   """Objectives "mlm", "mlm_nsp" (nsp_weight > 0) and "span_mlm_sbo" (sbo_weight > 0)."""
@@ -94,12 +105,7 @@ class MaskedLM:
 
   def loss(self, outputs: dict, prepared: dict) -> tuple[Array, dict]:
     t = prepared["targets"]
-    logits = outputs["logits"]                                                     # [B, P, V]
-    if logits.shape[:2] != t["masked_ids"].shape:
-      raise ValueError(f"mlm: logits {logits.shape} are not [B, P, V] for P = "
-                       f"{t['masked_ids'].shape[1]}; call the model with batch['masked_positions']")
-    loss, acc, n = token_cross_entropy(logits, t["masked_ids"], t["masked_weights"])
-    metrics = {"mlm_loss": loss, "mlm_accuracy": acc, "num_targets": n}
+    loss, metrics = masked_lm_loss(outputs, t, "mlm")
     total = loss
     if self.nsp_weight:
       if "nsp_logits" not in outputs:

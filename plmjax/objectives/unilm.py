@@ -36,6 +36,7 @@ import jax.numpy as jnp
 
 from plmjax.objectives.clm import model_inputs, token_cross_entropy
 from plmjax.objectives.masking import MaskSpec, Vocab, mask_tokens
+from plmjax.objectives.mlm import masked_lm_loss
 
 Array = jax.Array
 
@@ -122,14 +123,9 @@ class UnifiedLM:
 
   def loss(self, outputs: dict, prepared: dict) -> tuple[Array, dict]:
     t = prepared["targets"]
-    logits = outputs["logits"]                                                     # [B, P, V]
-    if logits.shape[:2] != t["masked_ids"].shape:
-      raise ValueError(f"unilm: logits {logits.shape} are not [B, P, V] for P = "
-                       f"{t['masked_ids'].shape[1]}; call the model with batch['masked_positions']")
-    loss, acc, n = token_cross_entropy(logits, t["masked_ids"], t["masked_weights"])
-    metrics = {"mlm_loss": loss, "mlm_accuracy": acc, "num_targets": n}
+    loss, metrics = masked_lm_loss(outputs, t, "unilm")
     if not self.target_only:            # per-mode losses, to watch the four LMs separately
       for mode, name in enumerate(MODE_NAMES):
         w = t["masked_weights"] * (t["mode"] == mode)[:, None]
-        metrics[f"{name}_loss"] = token_cross_entropy(logits, t["masked_ids"], w)[0]
+        metrics[f"{name}_loss"] = token_cross_entropy(outputs["logits"], t["masked_ids"], w)[0]
     return loss, {**metrics, "loss": loss}
