@@ -62,3 +62,23 @@ def test_tiny_config_learns(name):
   start, end = np.mean(losses[:5]), np.mean(losses[-5:])
   assert np.isfinite(losses).all()
   assert end < 0.85 * start, (name, start, end)          # measured: 0.78 (elmo, ulmfit, siatl)
+
+
+def test_train_engine_carries_rnn_state_across_steps(tmp_path):
+  """On stream data the engine threads AWD-LSTM's final state into the next step (as it does for
+  Transformer-XL's mems): after a step, model_state holds the state the batch ended in."""
+  import jax.numpy as jnp
+  from plmjax.train.config import get_config
+  from plmjax.train.loop import Run
+  from plmjax.train.mesh import shard_batch
+  root = os.path.join(os.path.dirname(__file__), "..")
+  config = get_config(os.path.join(root, "experiments", "ulmfit.py") + ":tiny", ["--config.train.steps=2"])
+  run = Run(config, str(tmp_path))
+  assert config.data.mode == "stream"
+  before = jax.tree.leaves(run.state.model_state["rnn_state"])
+  assert before and all(float(jnp.abs(x).max()) == 0.0 for x in before)
+  it = iter(run.train_data)
+  run.state, _ = run.train_step(run.state, shard_batch(next(it), run.mesh))
+  after = jax.tree.leaves(run.state.model_state["rnn_state"])
+  assert [x.shape for x in after] == [x.shape for x in before]
+  assert all(float(jnp.abs(x).max()) > 0.0 for x in after)

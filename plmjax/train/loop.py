@@ -2,7 +2,8 @@
 
     build      mesh, train data (its tokenizer sets the model's vocab_size), model, objective,
                optimizer, sharded TrainState, jitted train / eval steps; a model with
-               `init_mems` on data.mode "stream" carries its memory across steps in model_state
+               `init_mems` (or an RNN's `initial_state`) on data.mode "stream" carries its memory
+               across steps in model_state
     resume     if WORKDIR/checkpoints holds a checkpoint: state + data-iterator position; the
                metrics file is cut back to that step, so a restarted run writes exactly the lines
                an uninterrupted run would have
@@ -129,11 +130,17 @@ class Run:
 
   def model_state_init(self, config, batch_size: int) -> dict:
     """Recurrent models on "stream" data (row i continues row i of the previous batch) carry their
-    memory across steps: {"mems": [L, B, M, E]}, batch-sharded. Everything else carries nothing."""
-    if config.data.mode != "stream" or not hasattr(self.model, "init_mems"):
+    memory across steps, batch-sharded: Transformer-XL / XLNet {"mems": [L, B, M, E]}, RNN LMs
+    {"rnn_state": per-layer {"h", "c"} [B, H]}. Everything else carries nothing."""
+    if config.data.mode != "stream":
       return {}
-    return dict(init_model_state=lambda: {"mems": self.model.init_mems(batch_size)},
-                model_state_specs={"mems": P(None, BATCH_AXES)})
+    if hasattr(self.model, "init_mems"):
+      return dict(init_model_state=lambda: {"mems": self.model.init_mems(batch_size)},
+                  model_state_specs={"mems": P(None, BATCH_AXES)})
+    if hasattr(self.model, "initial_state"):
+      return dict(init_model_state=lambda: {"rnn_state": self.model.initial_state(batch_size)},
+                  model_state_specs={"rnn_state": P(BATCH_AXES)})
+    return {}
 
   def restore_latest(self, data_iter) -> Optional[int]:
     step = self.checkpointer.latest_step()
