@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from plmjax.objectives.base import prepare_inputs
 from plmjax.train.mesh import BATCH_AXES, activate, batch_sharding
 from plmjax.train.state import TrainState
 
@@ -43,14 +44,6 @@ def _on_mesh(fn: Callable, mesh: Mesh) -> Callable:
       return fn(*args)
   call.jitted = fn
   return call
-
-
-def prepare_inputs(objective, batch: dict, key: jax.Array, step: jax.Array | None = None) -> dict:
-  """objective.prepare(batch, key), passing the step to objectives that schedule on it
-  (`uses_step = True`, e.g. ERNIE's staged masking)."""
-  if getattr(objective, "uses_step", False):
-    return objective.prepare(batch, key, step=step)
-  return objective.prepare(batch, key)
 
 
 def split_microbatches(batch: dict, num: int, mesh: Mesh) -> dict:
