@@ -1,9 +1,15 @@
 """Multi-head scaled dot-product attention.
 
 Every attention in plmjax goes through `dot_product_attention` below, which calls
-`jax.nn.dot_product_attention` (the fused cuDNN kernel on GPU when allowed, XLA elsewhere) unless
-attention dropout is active, in which case it takes the explicit einsum path (the fused kernels have
-no dropout). The einsum path is also the reference the tests compare the fused path against.
+`jax.nn.dot_product_attention` unless attention dropout is active, in which case it takes the
+explicit einsum path (`jax.nn.dot_product_attention` has no dropout). The einsum path is also the
+reference the tests compare the fused path against.
+
+`implementation=None` ("auto") resolves per call, at trace time (`resolve_implementation`): the
+fused cuDNN flash-attention kernel on GPU when the call fits it (bfloat16/float16, head dim a
+multiple of 8 and at most 128, no additive bias; with a boolean mask, even T and S), else XLA. JAX's own
+`implementation=None` always picks XLA, so without this step the cuDNN kernel would never run.
+tests/test_gpu.py checks cuDNN against XLA (values and gradients) for every mask the models use.
 
 Shapes: B batch, T query length, S key length, N heads, D head dim, E embed.
 Masks are boolean, True = may attend, broadcastable to [B, N, T, S].
@@ -70,6 +76,21 @@ def einsum_attention(q: Array, k: Array, v: Array, mask: Optional[Array] = None,
   return (out, weights) if return_weights else out
 
 
+CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
+
+
+def resolve_implementation(q: Array, k: Array, mask: Optional[Array] = None,
+                           bias: Optional[Array] = None) -> str:
+  """"auto" -> "cudnn" when the fused GPU kernel supports this call, else "xla" (module docstring).
+  Additive biases (Transformer-XL / XLNet relative terms) stay on XLA: they need their gradient.
+  cuDNN turns a boolean mask into a bias, and trains with a bias only at even T and S."""
+  d, t, s = q.shape[-1], q.shape[1], k.shape[1]
+  fits = jax.default_backend() == "gpu" and q.dtype in CUDNN_DTYPES and d % 8 == 0 and d <= 128
+  if fits and bias is None and (mask is None or (t % 2 == 0 and s % 2 == 0)):
+    return "cudnn"
+  return "xla"
+
+
 def dot_product_attention(q: Array, k: Array, v: Array, mask: Optional[Array] = None,
                           bias: Optional[Array] = None, *, scale: Optional[float] = None,
                           dropout_rate: float = 0.0, dropout_rng: Optional[Array] = None,
@@ -79,6 +100,8 @@ def dot_product_attention(q: Array, k: Array, v: Array, mask: Optional[Array] = 
   if implementation == "einsum" or (dropout_rate > 0.0 and dropout_rng is not None):
     return einsum_attention(q, k, v, mask, bias, scale=scale, dropout_rate=dropout_rate,
                             dropout_rng=dropout_rng)
+  if implementation is None:
+    implementation = resolve_implementation(q, k, mask, bias)
   if mask is not None:
     mask = jnp.broadcast_to(mask, (q.shape[0], q.shape[2], q.shape[1], k.shape[1]))
   if bias is not None:
