@@ -5,8 +5,14 @@ LM pretraining (tiny: CPU, the built-in synthetic corpus):
 
     plmjax train --config experiments/siatl.py:tiny --workdir /tmp/siatl_lm
 
-Transfer (needs the decaying auxiliary weight, which `plmjax finetune` does not have): the SST-2
-comparison against a no-pretraining baseline, `python experiments/rnn_sst2.py siatl`.
+Transfer through `plmjax finetune` (task LSTM + self-attention, head.lm_coef = gamma_0 with
+head.lm_coef_decay / head.lm_decay_every, gradual unfreezing); a SiATL LM run gets its classifier
+layers added, a ULMFiT LM run is wrapped with model.wrap=siatl:
+
+    plmjax finetune --config experiments/rnn_finetune.py:siatl --workdir /tmp/siatl_sst2 \
+        --config.model.init_from=/tmp/siatl_lm --config.model.wrap= --config.model.arch.task_hidden=16
+
+The SST-2 comparison against a no-pretraining baseline: experiments/rnn_finetune.py.
 
 Paper-scale setting ("paper"; as we read the paper): word embeddings 400, a 2-layer LSTM LM of 1000
 cells pretrained on ~20M tweets with Adam; transfer adds an LSTM with self-attention; L = L_task +

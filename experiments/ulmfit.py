@@ -4,6 +4,7 @@ classifier fine-tuning with discriminative LRs, slanted triangular LR and gradua
 Stage 1, general-domain LM (tiny: CPU, the built-in synthetic corpus):
 
     plmjax train --config experiments/ulmfit.py:tiny --workdir /tmp/ulmfit_lm
+    plmjax train --config experiments/ulmfit.py:wt2 --workdir /tmp/ulmfit_wt2     # WikiText-2, CPU
     plmjax train --config experiments/ulmfit.py:wt103 --workdir DIR --config.data.path=...
 
 Stage 3, the classifier (`plmjax finetune` with the ulmfit transfer recipe):
@@ -11,8 +12,9 @@ Stage 3, the classifier (`plmjax finetune` with the ulmfit transfer recipe):
     plmjax finetune --config experiments/ulmfit.py:sst2 --workdir /tmp/ulmfit_sst2 \
         --config.model.init_from=/tmp/ulmfit_lm
 
-Stage 2 (the target task's text as LM data) and the whole three-stage SST-2 comparison against a
-no-pretraining baseline: `python experiments/rnn_sst2.py ulmfit`.
+The SST-2 comparison against a no-pretraining baseline through `plmjax finetune`, from the "wt2" LM:
+experiments/rnn_finetune.py. Stage 2 (the target task's text as LM data):
+`python experiments/rnn_sst2.py --method ulmfit`.
 
 Paper settings ("wt103"): AWD-LSTM with 400-d embeddings, 3 layers of 1150 / 1150 / 400 cells,
 dropouts 0.4 (input), 0.3 (hidden), 0.05 (embedding), 0.5 (weight drop), 0.4 (output); BPTT 70,
@@ -20,15 +22,20 @@ batch 64, Adam b1 = 0.7, b2 = 0.99; WikiText-103 with a 60k vocabulary. Classifi
 [h_T; max; mean], a 50-unit ReLU layer, base lr 0.01, layer decay 1/2.6, STLR (cut_frac 0.1,
 ratio 32), one more layer unfrozen per epoch.
 """
+import os
+
 from ml_collections import ConfigDict
 
 from plmjax.data import default_data_config
-from plmjax.finetune.config import finetune_config
+from plmjax.finetune.config import DATA_ROOT, finetune_config
 from plmjax.train.config import mesh_section, model_section, optimizer_section, train_section
 
-SIZES = ("tiny", "wt103", "sst2")
+SIZES = ("tiny", "wt2", "wt103", "sst2")
 TINY_ARCH = dict(embed_size=32, hidden_size=64, num_layers=3, embed_dropout=0.0, input_dropout=0.1,
                  hidden_dropout=0.1, weight_drop=0.2, output_dropout=0.1)
+# "wt2": a small AWD-LSTM on WikiText-2 for CPU budgets (experiments/rnn_finetune.py fine-tunes it)
+WT2_ARCH = dict(embed_size=128, hidden_size=256, num_layers=3, embed_dropout=0.02, input_dropout=0.2,
+                hidden_dropout=0.15, weight_drop=0.2, output_dropout=0.1)
 
 
 def get_config(arg: str = "tiny") -> ConfigDict:
@@ -55,6 +62,15 @@ def get_config(arg: str = "tiny") -> ConfigDict:
                                     decay="constant", b1=0.7, b2=0.99, weight_decay=0.0)
     c.train = train_section(steps=100, batch_size=16, log_every=10, checkpoint_every=50,
                             eval_every=50, eval_steps=4, clip_norm=0.25)
+    return c
+  if arg == "wt2":
+    c.model = model_section("ulmfit", **WT2_ARCH)
+    c.data.path = os.path.join(DATA_ROOT, "wikitext-2")
+    c.data.seq_len = 50
+    c.optimizer = optimizer_section(name="adamw", learning_rate=3e-3, warmup_steps=20,
+                                    decay="constant", b1=0.7, b2=0.99, weight_decay=0.0)
+    c.train = train_section(steps=2000, batch_size=32, log_every=50, checkpoint_every=500,
+                            eval_every=500, eval_steps=20, clip_norm=0.25)
     return c
   c.model = model_section("ulmfit")
   c.data.seq_len = 70

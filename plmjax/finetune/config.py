@@ -9,13 +9,20 @@ Sections and keys (an unknown key on the command line is an error naming it):
     tasks                multi-task only: {name: {task, dir, max_train_examples, max_eval_examples}}
     model.init_from      Hugging Face checkpoint folder (through plmjax.convert.from_hf), a plmjax
                          workdir / checkpoint, or "" (random init of model.name: from scratch)
-    model.name           registry name for "" (random init); model.arch: its size overrides
+    model.name           registry name for "" (random init); model.arch: its size overrides (with
+                         a plmjax run: overrides of the run's model config, e.g. SiATL's task_hidden)
+    model.wrap           "" | "siatl": a ULMFiT (AWD-LSTM) LM run inside SiATL's task LSTM +
+                         self-attention (new layers random; plmjax.finetune.encoder)
     model.dropout_rate   encoder dropout (-1: keep the checkpoint's)
     head.pooling         pooler | cls | mean | extract          head.dropout
     head.features        last | scalar_mix (ELMo)               head.input_transform  bert | gpt
-    head.lm_coef         weight of GPT-1's auxiliary LM loss (0.5 in the paper; 0 = off)
+    head.lm_coef         weight of the auxiliary LM loss (GPT-1: 0.5; SiATL: gamma_0 = 0.2; 0 = off)
+    head.lm_coef_decay   SiATL's exponential decay of that weight: lm_coef * lm_coef_decay ** n,
+                         n = step // head.lm_decay_every (0 = one epoch), computed in the jitted
+                         step (plmjax.models.siatl.aux_lm_weight); 1 = constant (GPT-1)
     data.dir             the task's folder (default ../shared/data/<folder>)
-    data.tokenizer       tokenizer spec (plmjax.data.tokenizer.load_tokenizer); "" = model.init_from;
+    data.tokenizer       tokenizer spec (plmjax.data.tokenizer.load_tokenizer) or a plmjax workdir
+                         (its vocabulary: a scratch baseline beside a pretrained run); "" = model.init_from;
                          "build" = a whitespace-unit sentencepiece vocabulary trained on the task's
                          training text into the workdir (data.vocab_size units)
     data.max_len, data.buckets (() = quarters of max_len), data.group_by_length
@@ -57,9 +64,9 @@ def finetune_config(task: str, **sections) -> ml_collections.ConfigDict:
       "task": task,
       "tasks": {},
       "model": {"init_from": "", "name": "bert", "arch": {}, "dropout_rate": -1.0,
-                "scan_layers": True},
+                "scan_layers": True, "wrap": ""},
       "head": {"pooling": "pooler", "dropout": 0.1, "features": "last", "input_transform": "bert",
-               "lm_coef": 0.0},
+               "lm_coef": 0.0, "lm_coef_decay": 1.0, "lm_decay_every": 0},
       "data": {"dir": os.path.join(DATA_ROOT, folder) if folder else "", "tokenizer": "",
                "vocab_size": 8000, "max_len": 128, "buckets": (), "group_by_length": True,
                "max_train_examples": -1, "max_eval_examples": -1, "unit": "char"},
@@ -114,7 +121,17 @@ def validate(cfg) -> None:
        f"{b} must be increasing and end at data.max_len={cfg.data.max_len}")
   need(cfg.head.input_transform in ("bert", "gpt"), "head.input_transform", "expected bert or gpt")
   need(cfg.data.unit in ("char", "word"), "data.unit", "expected char or word")
+  need(cfg.head.lm_coef >= 0, "head.lm_coef", f"{cfg.head.lm_coef} must be >= 0 (0 = off)")
+  need(0 < cfg.head.lm_coef_decay <= 1, "head.lm_coef_decay",
+       f"{cfg.head.lm_coef_decay} must be in (0, 1] (1 = a constant weight)")
+  need(cfg.head.lm_coef_decay == 1 or cfg.head.lm_coef > 0, "head.lm_coef_decay",
+       f"{cfg.head.lm_coef_decay} decays nothing: head.lm_coef is 0 (the auxiliary LM loss is off)")
+  need(int(cfg.head.lm_decay_every) == cfg.head.lm_decay_every and cfg.head.lm_decay_every >= 0,
+       "head.lm_decay_every", f"{cfg.head.lm_decay_every} must be an integer >= 0 (0 = one epoch)")
   need(cfg.transfer.mode in ("full", "features"), "transfer.mode", "expected full or features")
+  need(cfg.model.get("wrap", "") in ("", "siatl"), "model.wrap", f"{cfg.model.get('wrap')!r}: expected '' or 'siatl'")
+  need(not cfg.model.get("wrap") or bool(cfg.model.init_from), "model.wrap",
+       "wraps a pretrained LM: set model.init_from to a ulmfit run")
   need(0 < cfg.transfer.layer_decay <= 1, "transfer.layer_decay", "must be in (0, 1]")
 
 

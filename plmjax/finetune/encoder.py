@@ -11,6 +11,12 @@
   * "": `model.name` built from the registry with `model.arch` overrides, randomly initialised
     (training from scratch: the baseline that pretraining must beat).
 
+With a plmjax run, `model.arch` overrides fields of the run's model config (they must still fit the
+checkpoint), and layers the checkpoint does not have are added, randomly initialised (`new_layers`,
+whole top-level subtrees only): a SiATL LM run gets its classifier (task LSTM + self-attention),
+`model.wrap = "siatl"` puts a ULMFiT (AWD-LSTM) LM inside SiATL, `model.arch.classifier_hidden=50`
+adds ULMFiT's 50-unit layer.
+
 Pretraining heads are dropped (BERT's MLM / NSP heads: they would cost a [B, T, V] projection per
 step for nothing), except a causal LM head when GPT-1's auxiliary LM loss is on.
 
@@ -35,10 +41,15 @@ class Encoder:
   params: Optional[dict]        # None: random init (the task model's init provides them)
   num_layers: int
   source: str
+  new_layers: tuple = ()        # top-level encoder subtrees not in `params` (random init)
 
 
 def _model_type(module) -> str:
   return type(module).__name__.lower()
+
+
+RNN_LMS = ("awdlstm", "siatl")      # always compute their tied LM logits (XLA drops them when unused)
+WRAPS = ("", "siatl")
 
 
 def _strip_heads(module, params, keep_lm: bool):
@@ -50,7 +61,7 @@ def _strip_heads(module, params, keep_lm: bool):
       drop.append(sub)
   if hasattr(cfg, "lm_head"):
     kw["lm_head"] = keep_lm
-  elif keep_lm:
+  elif keep_lm and _model_type(module) not in RNN_LMS:
     raise ValueError(f"head.lm_coef > 0 needs a causal LM encoder; {type(module).__name__} has none")
   module = module.clone(config=cfg.replace(**kw))
   if params is not None:
@@ -109,7 +120,11 @@ def load_encoder(cfg, tokenizer) -> Encoder:
   m = cfg.model
   path = m.init_from
   keep_lm = float(cfg.head.lm_coef) > 0
-  overrides = {}
+  if m.wrap not in WRAPS:
+    raise ValueError(f"model.wrap={m.wrap!r}: expected one of {WRAPS}")
+  if m.wrap and (not path or is_hf_folder(path)):
+    raise ValueError(f"model.wrap={m.wrap!r} needs model.init_from = a plmjax LM run (a ulmfit workdir)")
+  overrides, new_layers = {}, ()
   if m.dropout_rate >= 0:
     overrides = dict(dropout_rate=float(m.dropout_rate), attention_dropout_rate=float(m.dropout_rate))
   if path and is_hf_folder(path):
@@ -122,7 +137,8 @@ def load_encoder(cfg, tokenizer) -> Encoder:
     module, params = load_plmjax(path, tokenizer)
     if overrides:
       module = module.clone(config=module.config.replace(**overrides))
-    source = f"plmjax:{path}"
+    module, params, new_layers = adapt_pretrained(module, params, m)
+    source = f"plmjax:{path}" + (f" in {m.wrap}" if m.wrap else "")
   else:
     from plmjax.train.config import build_model, model_section
     arch = dict(m.arch)
@@ -134,7 +150,7 @@ def load_encoder(cfg, tokenizer) -> Encoder:
     raise ValueError(f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids but the model's "
                      f"vocabulary has {module.config.vocab_size} (data.tokenizer does not fit model.init_from)")
   module, params = _strip_heads(module, params, keep_lm)
-  return Encoder(module, params, int(module.config.num_layers), source)
+  return Encoder(module, params, int(module.config.num_layers), source, new_layers)
 
 
 def add_framing_tokens(enc: Encoder, seed: int = 0) -> tuple[Encoder, tuple[int, int, int]]:
@@ -157,16 +173,51 @@ def check_vocab_fits(ids_max: int, enc: Encoder):
                      f"({enc.module.config.vocab_size}); data.tokenizer does not fit the model")
 
 
-def merge_pretrained(init_params: dict, pretrained: Optional[dict], key: str = "encoder") -> dict:
+def merge_pretrained(init_params: dict, pretrained: Optional[dict], key: str = "encoder",
+                     new_layers: tuple = ()) -> dict:
   """Replaces the task model's randomly initialised `key` subtree with pretrained params
-  (every leaf must exist on both sides with the same shape)."""
+  (every leaf must exist on both sides with the same shape, except the top-level subtrees
+  `new_layers`, which only the task model has and keep their initialisation)."""
   if pretrained is None:
     return init_params
-  flat_a = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(init_params[key])}
+  kept = {k: v for k, v in init_params[key].items() if k in new_layers}
+  present = sorted(set(kept) & set(pretrained))
+  if present or set(kept) != set(new_layers):
+    raise ValueError(f"new encoder layers {sorted(new_layers)}: {present or sorted(set(new_layers) - set(kept))}"
+                     " are in the checkpoint or missing from the task model")
+  flat_a = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(
+      {k: v for k, v in init_params[key].items() if k not in new_layers})}
   flat_b = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(pretrained)}
   missing, extra = sorted(set(flat_a) - set(flat_b)), sorted(set(flat_b) - set(flat_a))
   bad = sorted(k for k in set(flat_a) & set(flat_b) if np.shape(flat_a[k]) != np.shape(flat_b[k]))
   if missing or extra or bad:
     raise ValueError(f"pretrained encoder does not match the task model: missing {missing[:5]}, "
                      f"unexpected {extra[:5]}, shape mismatches {bad[:5]}")
-  return {**init_params, key: jax.tree.map(jnp.asarray, pretrained)}
+  return {**init_params, key: {**kept, **jax.tree.map(jnp.asarray, pretrained)}}
+
+
+def adapt_pretrained(module, params: dict, model_cfg):
+  """A plmjax run's (module, params) -> the fine-tuning encoder (module, params, new_layers): the
+  `model.wrap` model around it, SiATL's classifier switched on, `model.arch` overrides applied."""
+  from plmjax.models.siatl import Siatl, from_awd_lstm
+  arch = dict(model_cfg.arch)
+  if model_cfg.get("wrap") == "siatl":
+    if _model_type(module) != "awdlstm":
+      raise ValueError(f"model.wrap='siatl' needs an AWD-LSTM LM (a ulmfit run); model.init_from "
+                       f"is a {type(module).__name__} run")
+    task = {k: arch.pop(k) for k in ("task_hidden", "task_dropout") if k in arch}
+    module, params = Siatl(from_awd_lstm(module.config, **task)), {"lm": params}
+  if _model_type(module) == "siatl" and not module.config.classifier:
+    module = module.clone(config=module.config.replace(classifier=True))
+  if arch:
+    fields = set(dataclasses.asdict(module.config))
+    bad = sorted(set(arch) - fields)
+    if bad:
+      raise ValueError(f"model.arch.{bad[0]}: {type(module.config).__name__} has no such field")
+    module = module.clone(config=module.config.replace(**arch))
+  if _model_type(module) not in RNN_LMS:
+    return module, params, ()
+  ids = jnp.zeros((1, 4), jnp.int32)
+  abstract = jax.eval_shape(lambda k: module.init(k, {"input_ids": ids, "attention_mask": ids + 1}),
+                            jax.random.key(0))["params"]
+  return module, params, tuple(sorted(set(abstract) - set(params)))

@@ -34,7 +34,7 @@ from plmjax.finetune import config as fconfig
 from plmjax.finetune.encoder import (add_framing_tokens, check_vocab_fits, is_hf_folder, load_encoder,
                                     merge_pretrained, plmjax_tokenizer)
 from plmjax.finetune.features import Framing, batches, num_batches, pad_batch
-from plmjax.finetune.model import Head, ScalarMix, TaskModel, predictions, task_loss
+from plmjax.finetune.model import Head, ScalarMix, TaskModel, aux_lm_schedule, predictions, task_loss
 from plmjax.finetune.taskdata import prepare_task, read_examples, texts_of
 from plmjax.finetune.tasks import get_task
 from plmjax.finetune.transfer import build_optimizer
@@ -54,8 +54,9 @@ def task_list(cfg) -> list[tuple[str, str, str, int, int]]:
 def load_tokenizer_for(cfg, workdir: str, texts: Sequence[str]):
   from plmjax.data.tokenizer import load_tokenizer, train_sentencepiece
   spec = cfg.data.tokenizer or cfg.model.init_from
-  if not cfg.data.tokenizer and spec and not is_hf_folder(spec):
-    return plmjax_tokenizer(spec)
+  if spec and (os.path.isdir(os.path.join(spec, "checkpoints")) or
+               (not cfg.data.tokenizer and not is_hf_folder(spec))):
+    return plmjax_tokenizer(spec)            # a plmjax run's vocabulary (also for a scratch baseline)
   if spec == "build":
     return train_sentencepiece(list(texts), os.path.join(workdir, "tokenizer"), int(cfg.data.vocab_size),
                                model_type="word")
@@ -114,8 +115,9 @@ def init_params(model, enc, sample: dict, seed: int, mesh):
   init = lambda k: model.init({"params": k, "dropout": k}, sample, method=TaskModel.init_all)  # noqa: E731
   abstract = jax.eval_shape(init, key)
   shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract)["params"], mesh, LOGICAL_RULES)
-  if enc.params is None:
-    return jax.device_put(nn.meta.unbox(jax.jit(init)(key)["params"]), shardings)
+  if enc.params is None or enc.new_layers:     # new encoder layers (SiATL's task LSTM): full init
+    full = nn.meta.unbox(jax.jit(init)(key)["params"])
+    return jax.device_put(merge_pretrained(full, enc.params, new_layers=enc.new_layers), shardings)
   row = {k: v[:1] for k, v in sample.items()}
   # The heads' input widths come from the encoder's own outputs (an RNN's concat pooling is wider
   # than its hidden size), traced abstractly.
@@ -138,9 +140,19 @@ def init_params(model, enc, sample: dict, seed: int, mesh):
   return jax.device_put(merge_pretrained(params, enc.params), shardings)
 
 
-def make_steps(model, tx, schedule, kinds: dict, lm_coef: float):
+def sample_batch(tasks: dict, buckets, framing) -> dict:
+  """Two training rows of the first task, padded: the shapes init traces."""
+  first = next(iter(tasks.values()))
+  rows = first.train[:2]
+  length = buckets[0] if all(len(f["input_ids"]) <= buckets[0] for f in rows) else buckets[-1]
+  return {k: v for k, v in pad_batch(rows, 2, length, framing.pad).items() if k not in HOST_ONLY}
+
+
+def make_steps(model, tx, schedule, kinds: dict, lm_weight=None):
+  """lm_weight: None or step -> auxiliary LM loss weight (model.aux_lm_schedule), traced here."""
   def train_step(state: TrainState, batch: dict, task: str):
     key = jax.random.fold_in(state.rng, state.step)
+    lm_coef = None if lm_weight is None else lm_weight(state.step)
 
     def loss_fn(params):
       out = model.apply({"params": params}, batch, task=task, train=True, rngs={"dropout": key})
@@ -186,10 +198,7 @@ def finetune(cfg, workdir: str) -> dict:
   mesh = make_mesh(cfg.mesh)
   buckets = fconfig.buckets(cfg)
   bs = int(cfg.train.batch_size)
-  first = next(iter(tasks.values()))
-  sample = {k: v for k, v in pad_batch(first.train[:2], 2, buckets[0] if all(
-      len(f["input_ids"]) <= buckets[0] for f in first.train[:2]) else buckets[-1], framing.pad).items()
-            if k not in HOST_ONLY}
+  sample = sample_batch(tasks, buckets, framing)
   params = init_params(model, enc, sample, int(cfg.train.seed), mesh)
   steps_per_epoch = sum(num_batches(len(td.train), bs) for td in tasks.values())
   total = int(cfg.train.steps) if cfg.train.steps > 0 else int(cfg.train.epochs) * steps_per_epoch
@@ -197,7 +206,9 @@ def finetune(cfg, workdir: str) -> dict:
   state = TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=jax.jit(tx.init)(params),
                      rng=jax.random.PRNGKey(int(cfg.train.seed)), model_state={})
   kinds = {name: td.head.kind for name, td in tasks.items()}
-  train_step, eval_step = make_steps(model, tx, schedule, kinds, float(cfg.head.lm_coef))
+  decay_every = int(cfg.head.lm_decay_every) or steps_per_epoch
+  lm_weight = aux_lm_schedule(float(cfg.head.lm_coef), float(cfg.head.lm_coef_decay), decay_every)
+  train_step, eval_step = make_steps(model, tx, schedule, kinds, lm_weight)
   log = Logger(workdir)
   n_params = sum(int(x.size) for x in jax.tree.leaves(params))
   print(f"finetune: {', '.join(tasks)} | encoder {enc.source} ({enc.num_layers} layers, {n_params:,} "

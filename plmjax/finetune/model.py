@@ -24,6 +24,8 @@ backward pass through it; the optimizer also leaves it untouched, see plmjax.fin
 
 GPT-1's auxiliary LM objective (Radford et al. 2018, eq. 5): L = L_task + lm_coef * L_LM, with
 L_LM the next-token loss over the framed input (needs the encoder's `logits`); `lm_coef` 0.5.
+SiATL's (Chronopoulou et al. 2019) weight decays: gamma_n = lm_coef * decay ** (step // every)
+(`aux_lm_schedule`, computed from the step counter inside the jitted step).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from plmjax.models.siatl import aux_lm_weight
 from plmjax.nn.heads import gather_positions, mean_pool
 
 Array = jax.Array
@@ -152,8 +155,11 @@ def lm_loss(logits: Array, batch: dict) -> Array:
   return _mean(ce, w)
 
 
-def task_loss(kind: str, out: dict, batch: dict, lm_coef: float = 0.0) -> tuple[Array, dict]:
-  """-> (scalar loss, {name: scalar}). Rows with weights 0 (batch padding) do not count."""
+def task_loss(kind: str, out: dict, batch: dict, lm_coef=None) -> tuple[Array, dict]:
+  """-> (scalar loss, {name: scalar}). Rows with weights 0 (batch padding) do not count.
+
+  lm_coef: None (no auxiliary LM loss) or its weight, a float or a traced scalar (SiATL's weight
+  decays with the step: `aux_lm_schedule`); adds metrics lm_loss and lm_coef."""
   w = batch["weights"]                                                                 # [B]
   if kind == "classification":
     ce = optax.softmax_cross_entropy_with_integer_labels(out["logits"], batch["label"])
@@ -175,11 +181,21 @@ def task_loss(kind: str, out: dict, batch: dict, lm_coef: float = 0.0) -> tuple[
   else:
     raise ValueError(f"head kind {kind!r}: expected one of {KINDS}")
   metrics["task_loss"] = loss
-  if lm_coef:
+  if lm_coef is not None:
     aux = lm_loss(out["lm_logits"], batch)
-    metrics["lm_loss"] = aux
+    metrics["lm_loss"], metrics["lm_coef"] = aux, jnp.asarray(lm_coef, jnp.float32)
     loss = loss + lm_coef * aux
   return loss, metrics
+
+
+def aux_lm_schedule(lm_coef: float, decay: float = 1.0, every: int = 1):
+  """-> None (no auxiliary LM loss: lm_coef 0) or step -> weight, traced inside the jitted step.
+
+  GPT-1: a constant lm_coef (decay 1). SiATL: gamma_n = lm_coef * decay ** n with n = step // every
+  (plmjax.models.siatl.aux_lm_weight; the paper's n is the epoch)."""
+  if not lm_coef:
+    return None
+  return lambda step: aux_lm_weight(jnp.asarray(step) // max(int(every), 1), float(lm_coef), float(decay))
 
 
 def predictions(kind: str, out: dict) -> dict:

@@ -11,8 +11,9 @@ decays during fine-tuning.
 
     L = L_task + gamma_n L_LM,   gamma_n = gamma_0 * decay ** n   (n = epoch; exponential decay)
 
-(`aux_lm_weight`; the two losses are plmjax.finetune.model's task_loss and lm_loss over the same
-batch, see experiments/rnn_sst2.py.)
+(`aux_lm_weight`; `plmjax finetune` computes it from the step counter inside the jitted step:
+head.lm_coef = gamma_0, head.lm_coef_decay, head.lm_decay_every; experiments/rnn_finetune.py.)
+`from_awd_lstm` puts a pretrained AWD-LSTM LM (a ULMFiT run) inside SiATL (model.wrap = "siatl").
 
 Sequential unfreezing (the paper): first only the new layers train, then the pretrained LSTM layers
 join, then the embedding. Here it is `plmjax.finetune.transfer`'s gradual unfreezing over the layer
@@ -105,3 +106,13 @@ def aux_lm_weight(epoch, gamma0: float = 0.2, decay: float = 0.5):
   """gamma_n = gamma0 * decay ** n: the auxiliary LM loss weight in epoch n (exponential decay)."""
   return gamma0 * decay ** jnp.asarray(epoch, jnp.float32)
 
+
+
+def from_awd_lstm(lm: AwdLstmConfig, **task) -> SiatlConfig:
+  """SiATL around a pretrained AWD-LSTM LM (a ULMFiT run): the LM's fields, the classifier on,
+  `task` (task_hidden, task_dropout, ...) on top. Its params are {"lm": the AWD-LSTM's params}."""
+  if not lm.tie_weights:
+    raise ValueError("SiATL's LM has a tied decoder; this AWD-LSTM has tie_weights=False")
+  shared = {f.name: getattr(lm, f.name) for f in dataclasses.fields(SiatlConfig)
+            if hasattr(lm, f.name) and f.name != "classifier"}
+  return SiatlConfig(**{**shared, "classifier": True, **task})

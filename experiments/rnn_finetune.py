@@ -1,0 +1,65 @@
+"""ULMFiT and SiATL on SST-2 through `plmjax finetune`, each beside a no-pretraining baseline with the
+same network, data, optimizer and step budget.
+
+    # 1. the general-domain LM (AWD-LSTM 128 / 256 / 256 / 128, WikiText-2, 2,000 steps on a CPU)
+    plmjax train --config experiments/ulmfit.py:wt2 --workdir runs/ulmfit_wt2
+    # 2. the four SST-2 runs (dev accuracy in DIR/eval.json)
+    plmjax finetune --config experiments/rnn_finetune.py:ulmfit --workdir runs/sst2_ulmfit
+    plmjax finetune --config experiments/rnn_finetune.py:ulmfit_baseline --workdir runs/sst2_ulmfit_base
+    plmjax finetune --config experiments/rnn_finetune.py:siatl --workdir runs/sst2_siatl
+    plmjax finetune --config experiments/rnn_finetune.py:siatl_baseline --workdir runs/sst2_siatl_base
+
+`model.init_from` (the pretrained runs) and `data.tokenizer` (the baselines: the LM run's vocabulary,
+no weights) default to LM = runs/ulmfit_wt2; override either on the command line.
+
+    ulmfit            the AWD-LSTM LM + ULMFiT's classifier (concat pooling [h_T; max; mean] -> 50-unit
+                      ReLU -> dropout -> dense); discriminative LRs (1/2.6 per layer), slanted
+                      triangular LR, gradual unfreezing (one more layer every STEPS / (L + 2) steps)
+    siatl             the same LM inside SiATL (model.wrap = "siatl": a new task LSTM with
+                      self-attention), L = L_task + 0.2 * 0.5^n L_LM with n = step // (STEPS / 4)
+                      (head.lm_coef_decay), sequential unfreezing (gradual unfreezing, top first)
+    <method>_baseline the same network randomly initialised (model.name + model.arch = the LM's
+                      architecture), the same loss; one learning rate and no unfreezing (freezing
+                      random layers would only handicap it)
+
+All runs: SST-2's 67,349 training sentences, dev = 872, max_len 64, batch 32, STEPS = 1,000
+classifier steps (about half an epoch), Adam (b1 0.7, b2 0.99) with STLR peaking at 5e-3, gradient
+clipping 0.25. Optional stage 2 of ULMFiT (LM fine-tuning on the task's text) is not part of these
+runs; experiments/rnn_sst2.py has it.
+"""
+import os
+
+from plmjax.finetune.config import finetune_config
+
+LM = os.path.join("runs", "ulmfit_wt2")
+STEPS = 1000
+NUM_LAYERS = 3
+ARCH = dict(embed_size=128, hidden_size=256, num_layers=NUM_LAYERS, embed_dropout=0.02,
+            input_dropout=0.2, hidden_dropout=0.15, weight_drop=0.2, output_dropout=0.1)   # ulmfit.py:wt2
+SIATL_TASK = dict(task_hidden=128, task_dropout=0.3)
+METHODS = ("ulmfit", "ulmfit_baseline", "siatl", "siatl_baseline")
+
+
+def get_config(arg: str = "ulmfit"):
+  if arg not in METHODS:
+    raise ValueError(f"experiments/rnn_finetune.py: {arg!r} not in {METHODS}")
+  method, baseline = arg.split("_")[0], arg.endswith("_baseline")
+  sections = dict(
+      data={"max_len": 64, "tokenizer": LM if baseline else ""},
+      train={"steps": STEPS, "batch_size": 32, "eval_batch_size": 64, "log_every": 50},
+      head={"pooling": "pooler", "dropout": 0.1},
+      optimizer={"schedule": "stlr", "learning_rate": 5e-3, "b1": 0.7, "b2": 0.99,
+                 "weight_decay": 0.0, "clip_norm": 0.25},
+      transfer={"layer_decay": 1.0, "gradual_unfreezing": not baseline,
+                "unfreeze_every": STEPS // (NUM_LAYERS + 2)})
+  if method == "ulmfit":
+    extra = {"classifier_hidden": 50}
+    sections["model"] = {"name": "ulmfit", "arch": {**ARCH, **extra} if baseline else extra}
+    if not baseline:
+      sections["transfer"]["layer_decay"] = 1 / 2.6
+  else:
+    sections["model"] = ({"name": "siatl", "arch": {**ARCH, **SIATL_TASK}} if baseline else
+                         {"name": "siatl", "arch": dict(SIATL_TASK), "wrap": "siatl"})
+    sections["head"].update(lm_coef=0.2, lm_coef_decay=0.5, lm_decay_every=STEPS // 4)
+  sections["model"]["init_from"] = "" if baseline else LM
+  return finetune_config("sst2", **sections)
