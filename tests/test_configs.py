@@ -56,6 +56,7 @@ def test_overrides_are_typed():
     ("--config.train=3", "is a section"),
     ("--config.train.batch_size=30", "not divisible by|batch_size"),
     ("train.steps=3", "unexpected argument"),
+    ("--config.train.prng_impl=philox", "train.prng_impl='philox'"),
 ])
 def test_bad_overrides_name_the_cause(arg, match):
   args = [arg] + (["--config.train.grad_accum=4"] if "batch_size" in arg else [])
@@ -79,3 +80,18 @@ def test_one_step_smoke(name, tmp_path):
   assert int(state.step) == 1 and np.isfinite(float(m["loss"]))
   assert run.model_config.vocab_size == run.tokenizer.vocab_size
   run.checkpointer.close()
+
+
+def test_prng_impl_sets_the_key_implementation_for_the_run(tmp_path):
+  cfg = config_lib.get_config(f"{ROOT}/experiments/bert.py:tiny", ["--config.train.prng_impl=rbg"])
+  try:
+    config_lib.apply_prng_impl(cfg)
+    assert jax.random.PRNGKey(0).shape == (4,)          # rbg keys are 4 words, threefry's 2
+    run = Run(cfg, str(tmp_path))
+    batch = shard_batch(next(iter(run.train_data)), run.mesh)
+    _, metrics = run.train_step(run.state, batch)
+    assert np.isfinite(float(metrics["loss"]))
+    run.checkpointer.close()
+  finally:
+    jax.config.update("jax_default_prng_impl", "threefry2x32")
+  assert jax.random.PRNGKey(0).shape == (2,)

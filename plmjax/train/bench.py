@@ -75,6 +75,7 @@ def _vocab_proxy(tokenizer, vocab_size: int):
 def benchmark(config, batch_size: Optional[int] = None, steps: int = 5) -> dict:
   """Times the config's train step; returns a dict of the numbers (see format_result)."""
   t = config.train
+  config_lib.apply_prng_impl(config)
   batch_size = batch_size or t.batch_size
   mesh = make_mesh(config.mesh)
   data = build_dataset(config.data, split="train", global_batch_size=batch_size,

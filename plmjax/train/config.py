@@ -8,7 +8,7 @@ A config is an `ml_collections.ConfigDict` with the sections
     data       plmjax.data.default_data_config() with overrides (path "" = built-in synthetic corpus)
     optimizer  name, learning_rate, warmup_steps, decay, end_lr, b1, b2, eps, weight_decay
     train      steps, batch_size (global), seed, log_every, checkpoint_every, eval_every,
-               eval_steps, grad_accum, clip_norm, keep_checkpoints
+               eval_steps, grad_accum, clip_norm, keep_checkpoints, prng_impl (threefry2x32 | rbg | unsafe_rbg)
     mesh       data, fsdp, tensor (device counts; one may be -1 = the rest)
     dtype      compute dtype: "auto" (bfloat16 on GPU/TPU, float32 on CPU) | "float32" | "bfloat16"
 
@@ -75,8 +75,20 @@ def build_model(model_cfg, tokenizer, dtype: str):
 def train_section(**overrides) -> ml_collections.ConfigDict:
   """The `train` section with its defaults."""
   d = dict(steps=1000, batch_size=32, seed=0, log_every=10, checkpoint_every=500, eval_every=500,
-           eval_steps=10, grad_accum=1, clip_norm=1.0, keep_checkpoints=3)
+           eval_steps=10, grad_accum=1, clip_norm=1.0, keep_checkpoints=3,
+           prng_impl="threefry2x32")
   return ml_collections.ConfigDict(_checked("train", d, overrides))
+
+
+# `train.prng_impl`: the jax.random implementation behind every key of a run (dropout, masks,
+# spans, permutations). threefry2x32 is JAX's default; "rbg" / "unsafe_rbg" use the accelerator's
+# random-bit generator, much cheaper for dropout on GPU/TPU (see README "GPU"), with other streams.
+PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+
+
+def apply_prng_impl(cfg) -> None:
+  """Sets `jax_default_prng_impl` from train.prng_impl; call before the run makes any key."""
+  jax.config.update("jax_default_prng_impl", cfg.train.get("prng_impl", "threefry2x32"))
 
 
 def optimizer_section(**overrides) -> ml_collections.ConfigDict:
@@ -224,6 +236,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             "keep_checkpoints"):
     if t[k] < 1:
       raise ConfigError(f"train.{k}={t[k]} must be >= 1")
+  if t.get("prng_impl", "threefry2x32") not in PRNG_IMPLS:
+    raise ConfigError(f"train.prng_impl={t.prng_impl!r}: expected one of {PRNG_IMPLS}")
   if t.batch_size % t.grad_accum:
     raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
   if cfg.model.name in LEARNED_POSITION_MODELS and cfg.data.seq_len > cfg.model.max_len:

@@ -195,6 +195,7 @@ def _check_finite(step: int, metrics: dict, workdir: str) -> None:
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the last metrics."""
   os.makedirs(workdir, exist_ok=True)
+  config_lib.apply_prng_impl(config)
   run = Run(config, workdir)
   t = config.train
   data_iter = iter(run.train_data)
@@ -249,6 +250,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 def evaluate(config, workdir: str) -> dict:
   """`plmjax eval`: evaluates the latest checkpoint in `workdir` (or the fresh init if none)."""
+  config_lib.apply_prng_impl(config)
   run = Run(config, workdir)
   step = run.restore_latest(iter(run.train_data))
   metrics = {"step": step or 0, "split": "eval", **run.evaluate()}
