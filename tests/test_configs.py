@@ -95,3 +95,9 @@ def test_prng_impl_sets_the_key_implementation_for_the_run(tmp_path):
   finally:
     jax.config.update("jax_default_prng_impl", "threefry2x32")
   assert jax.random.PRNGKey(0).shape == (2,)
+
+
+@pytest.mark.parametrize("name", ["bert", "spanbert", "unilm", "mass", "gpt2"])
+def test_rows_longer_than_the_position_table_are_refused(name):
+  with pytest.raises(config_lib.ConfigError, match="exceeds model.max_len"):
+    config_lib.get_config(f"{ROOT}/experiments/{name}.py:tiny", ["--config.data.seq_len=4096"])

@@ -36,7 +36,8 @@ MODEL_RUNTIME_FIELDS = ("vocab_size", "pad_token_id", "dtype", "param_dtype")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 TRAIN_KEYS = ("steps", "batch_size", "seed", "log_every", "checkpoint_every", "eval_every",
               "eval_steps", "grad_accum", "clip_norm", "keep_checkpoints")
-LEARNED_POSITION_MODELS = ("bert", "roberta", "gpt1", "gpt2")   # rows longer than max_len break them
+# Models with a learned position table of model.max_len rows: longer rows would read past it.
+LEARNED_POSITION_MODULES = ("Bert", "GPT", "Seq2Seq")
 OPTIMIZER_KEYS = ("name", "learning_rate", "warmup_steps", "decay", "end_lr", "b1", "b2", "eps",
                   "weight_decay")
 
@@ -240,6 +241,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"train.prng_impl={t.prng_impl!r}: expected one of {PRNG_IMPLS}")
   if t.batch_size % t.grad_accum:
     raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
-  if cfg.model.name in LEARNED_POSITION_MODELS and cfg.data.seq_len > cfg.model.max_len:
+  module = getattr(registry.SURVEY.get(cfg.model.name), "module", None)
+  if (getattr(module, "__name__", "") in LEARNED_POSITION_MODULES
+      and cfg.data.seq_len > cfg.model.get("max_len", cfg.data.seq_len)):
     raise ConfigError(f"data.seq_len={cfg.data.seq_len} exceeds model.max_len={cfg.model.max_len} "
                       f"(the size of {cfg.model.name}'s learned position table)")
