@@ -5,9 +5,9 @@ same network, data, optimizer and step budget.
     plmjax train --config experiments/ulmfit.py:wt2 --workdir runs/ulmfit_wt2
     # 2. the four SST-2 runs (dev accuracy in DIR/eval.json)
     plmjax finetune --config experiments/rnn_finetune.py:ulmfit --workdir runs/sst2_ulmfit
-    plmjax finetune --config experiments/rnn_finetune.py:ulmfit_baseline --workdir runs/sst2_ulmfit_base
+    plmjax finetune --config experiments/rnn_finetune.py:ulmfit_baseline --workdir runs/sst2_ulmfit_baseline
     plmjax finetune --config experiments/rnn_finetune.py:siatl --workdir runs/sst2_siatl
-    plmjax finetune --config experiments/rnn_finetune.py:siatl_baseline --workdir runs/sst2_siatl_base
+    plmjax finetune --config experiments/rnn_finetune.py:siatl_baseline --workdir runs/sst2_siatl_baseline
 
 `model.init_from` (the pretrained runs) and `data.tokenizer` (the baselines: the LM run's vocabulary,
 no weights) default to LM = runs/ulmfit_wt2; override either on the command line.
@@ -23,7 +23,7 @@ no weights) default to LM = runs/ulmfit_wt2; override either on the command line
                       random layers would only handicap it)
 
 All runs: SST-2's 67,349 training sentences, dev = 872, max_len 64, batch 32, STEPS = 1,000
-classifier steps (about half an epoch), Adam (b1 0.7, b2 0.99) with STLR peaking at 5e-3, gradient
+classifier steps (about half an epoch; `rnn_finetune.py:ulmfit:4000` for 4,000), Adam (b1 0.7, b2 0.99) with STLR peaking at 5e-3, gradient
 clipping 0.25. Optional stage 2 of ULMFiT (LM fine-tuning on the task's text) is not part of these
 runs; experiments/rnn_sst2.py has it.
 """
@@ -41,17 +41,21 @@ METHODS = ("ulmfit", "ulmfit_baseline", "siatl", "siatl_baseline")
 
 
 def get_config(arg: str = "ulmfit"):
-  if arg not in METHODS:
-    raise ValueError(f"experiments/rnn_finetune.py: {arg!r} not in {METHODS}")
+  """arg: METHOD or METHOD:STEPS (the budget; unfreezing and the aux-loss decay scale with it)."""
+  arg, _, steps = arg.partition(":")
+  if arg not in METHODS or not (steps == "" or steps.isdigit() and int(steps) > 0):
+    raise ValueError(f"experiments/rnn_finetune.py: {arg!r}:{steps!r}: expected one of {METHODS}, "
+                     "optionally :STEPS")
+  steps = int(steps or STEPS)
   method, baseline = arg.split("_")[0], arg.endswith("_baseline")
   sections = dict(
       data={"max_len": 64, "tokenizer": LM if baseline else ""},
-      train={"steps": STEPS, "batch_size": 32, "eval_batch_size": 64, "log_every": 50},
+      train={"steps": steps, "batch_size": 32, "eval_batch_size": 64, "log_every": 50},
       head={"pooling": "pooler", "dropout": 0.1},
       optimizer={"schedule": "stlr", "learning_rate": 5e-3, "b1": 0.7, "b2": 0.99,
                  "weight_decay": 0.0, "clip_norm": 0.25},
       transfer={"layer_decay": 1.0, "gradual_unfreezing": not baseline,
-                "unfreeze_every": STEPS // (NUM_LAYERS + 2)})
+                "unfreeze_every": max(steps // (NUM_LAYERS + 2), 1)})
   if method == "ulmfit":
     extra = {"classifier_hidden": 50}
     sections["model"] = {"name": "ulmfit", "arch": {**ARCH, **extra} if baseline else extra}
@@ -60,6 +64,6 @@ def get_config(arg: str = "ulmfit"):
   else:
     sections["model"] = ({"name": "siatl", "arch": {**ARCH, **SIATL_TASK}} if baseline else
                          {"name": "siatl", "arch": dict(SIATL_TASK), "wrap": "siatl"})
-    sections["head"].update(lm_coef=0.2, lm_coef_decay=0.5, lm_decay_every=STEPS // 4)
+    sections["head"].update(lm_coef=0.2, lm_coef_decay=0.5, lm_decay_every=max(steps // 4, 1))
   sections["model"]["init_from"] = "" if baseline else LM
   return finetune_config("sst2", **sections)

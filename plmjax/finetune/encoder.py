@@ -49,7 +49,6 @@ def _model_type(module) -> str:
 
 
 RNN_LMS = ("awdlstm", "siatl")      # always compute their tied LM logits (XLA drops them when unused)
-WRAPS = ("", "siatl")
 
 
 def _strip_heads(module, params, keep_lm: bool):
@@ -120,9 +119,7 @@ def load_encoder(cfg, tokenizer) -> Encoder:
   m = cfg.model
   path = m.init_from
   keep_lm = float(cfg.head.lm_coef) > 0
-  if m.wrap not in WRAPS:
-    raise ValueError(f"model.wrap={m.wrap!r}: expected one of {WRAPS}")
-  if m.wrap and (not path or is_hf_folder(path)):
+  if m.wrap and is_hf_folder(path):        # (fconfig.validate checks the value and init_from)
     raise ValueError(f"model.wrap={m.wrap!r} needs model.init_from = a plmjax LM run (a ulmfit workdir)")
   overrides, new_layers = {}, ()
   if m.dropout_rate >= 0:
@@ -201,7 +198,7 @@ def adapt_pretrained(module, params: dict, model_cfg):
   `model.wrap` model around it, SiATL's classifier switched on, `model.arch` overrides applied."""
   from plmjax.models.siatl import Siatl, from_awd_lstm
   arch = dict(model_cfg.arch)
-  if model_cfg.get("wrap") == "siatl":
+  if model_cfg.wrap == "siatl":
     if _model_type(module) != "awdlstm":
       raise ValueError(f"model.wrap='siatl' needs an AWD-LSTM LM (a ulmfit run); model.init_from "
                        f"is a {type(module).__name__} run")
