@@ -225,3 +225,42 @@ def test_missing_unit_ids_name_the_key():
     mask_tokens(data, jax.random.key(0), MaskSpec(unit="entity"), VOCAB)
   with pytest.raises(ValueError, match="objective.unit"):
     MaskSpec(unit="sentence")
+
+
+def test_chinese_whole_word_masking_from_segmented_text(tmp_path):
+  """Chinese WWM (Cui et al.): the corpus is written with spaces between segmented words, a
+  character-level WordPiece vocab.txt (BERT-Chinese style) drops the spaces, and `word_ids` from
+  the spaces group each word's characters; masking by word then takes whole words only."""
+  from plmjax.data.pipeline import tokenize_document
+  from plmjax.data.tokenizer import load_tokenizer
+  words = ["我们", "使用", "语言", "模型", "预测", "下", "一个", "词", "中文", "分词", "很", "重要",
+           "自然语言", "处理"]
+  chars = sorted({c for w in words for c in w})
+  (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars))
+  tok = load_tokenizer(str(tmp_path))
+  rng = np.random.RandomState(0)
+  lines = [" ".join(rng.choice(words, 12)) for _ in range(64)]
+  rows = [tokenize_document({"text": line}, tok) for line in lines]
+  for line, r in zip(lines, rows):
+    seg = line.split()
+    assert [tok.backend.id_to_token(int(i)) for i in r["ids"]] == list("".join(seg))  # characters
+    assert r["word"].tolist() == [j for j, w in enumerate(seg) for _ in w]           # grouped by word
+  T = max(len(r["ids"]) for r in rows) + 2
+  ids, word, att = (np.zeros((len(rows), T), np.int32) for _ in range(3))
+  word[:] = -1
+  for b, r in enumerate(rows):
+    n = len(r["ids"])
+    ids[b, 0], ids[b, 1:n + 1], ids[b, n + 1] = tok.cls_id, r["ids"], tok.sep_id
+    word[b, 1:n + 1], att[b, :n + 2] = r["word"], 1
+  vocab = Vocab(vocab_size=tok.vocab_size, pad_id=tok.pad_id, mask_id=tok.mask_id,
+                special_ids=(tok.pad_id, tok.cls_id, tok.sep_id, tok.mask_id))
+  out = mask_tokens({"input_ids": ids, "attention_mask": att, "word_ids": word}, jax.random.key(3),
+                    MaskSpec(unit="word", max_predictions=12), vocab)
+  sel = selected({k: np.asarray(v) for k, v in out.items()}, T)
+  multi = 0
+  for b in range(len(rows)):
+    for w in np.unique(word[b][word[b] >= 0]):
+      s = sel[b][word[b] == w]
+      assert s.all() or not s.any(), (b, w, s)
+      multi += int(s.all() and len(s) > 1)
+  assert multi > 20                                  # multi-character words were masked whole
