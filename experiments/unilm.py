@@ -3,8 +3,9 @@
 Each row of a batch is trained as a bidirectional (1/3), left-to-right (1/6), right-to-left (1/6)
 or sequence-to-sequence (1/3) masked LM, chosen per row on device; the mode sets the row's [T, T]
 self-attention mask and its segment embeddings (plmjax/objectives/unilm.py). Rows are sentence
-pairs [CLS] S1 [SEP] S2 [SEP] where S2 always continues S1 (random_next_prob = 0: the seq2seq rows
-need a true target; NSP is left out).
+pairs [CLS] S1 [SEP] S2 [SEP]. `tiny`: S2 always continues S1 (random_next_prob = 0) and there is
+no NSP. `large`, as in the paper: NSP on the bidirectional rows, half of the pairs with a random S2
+(objective.nsp_weight = 1, model.nsp_head = True).
 
 Run (tiny: CPU, about a minute):
 
@@ -50,10 +51,12 @@ def get_config(arg: str = "tiny") -> ConfigDict:
     c.data.seq_len = 32
     c.objective.max_predictions = 8 if arg == "tiny" else 16
     c.optimizer = optimizer_section(name="adamw", learning_rate=3e-3, warmup_steps=1)
-    c.train = train_section(steps=100, batch_size=256 if arg == "tiny" else 64, log_every=10, checkpoint_every=50,
-                            eval_every=50, eval_steps=4)
+    c.train = train_section(steps=100, batch_size=256 if arg == "tiny" else 64, log_every=10,
+                            checkpoint_every=50, eval_every=50, eval_steps=4)
     return c
-  c.model = model_section("unilm")
+  c.model = model_section("unilm", nsp_head=True)      # NSP on the bidirectional rows
+  c.objective.nsp_weight = 1.0
+  c.data.random_next_prob = 0.5
   c.data.seq_len = 512
   c.data.vocab_size = 28996
   c.objective.max_predictions = 88

@@ -4,6 +4,7 @@ target, and cached seq2seq generation (greedy and beam) equals recomputing the f
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from plmjax.decode import PrefixLMDecoding, beam_search, sample
 from plmjax.models.bert import Bert, BertConfig
@@ -122,3 +123,34 @@ def test_beam_search_scores_are_the_full_model_log_probabilities():
   for t in range(4):
     total = total + jnp.take_along_axis(next_logprobs(seqs[:, :t]), seqs[:, t:t + 1], -1)[:, 0]
   np.testing.assert_allclose(scores, total, rtol=1e-5, atol=1e-5)
+
+
+def test_nsp_trains_on_the_bidirectional_rows_only():
+  """nsp_weight > 0: the NSP loss is the mean over bidirectional rows; other rows' [CLS] outputs
+  get no NSP gradient. Checked against the loss computed by hand from the model's nsp_logits."""
+  obj = UnifiedLM(MaskSpec(mask_prob=0.3, max_predictions=3), VOCAB, nsp_weight=1.0)
+  B = 32
+  labels = jnp.asarray(np.random.RandomState(0).randint(0, 2, B), jnp.int32)
+  batch = {"input_ids": jnp.tile(jnp.asarray(ROW), (B, 1)),
+           "attention_mask": jnp.tile(jnp.asarray(REAL, jnp.int32), (B, 1)),
+           "token_type_ids": jnp.tile(jnp.asarray(SEG), (B, 1)), "next_sentence_label": labels}
+  model = Bert(BertConfig(vocab_size=30, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=32,
+                          max_len=16, type_vocab_size=6, nsp_head=True))
+  p = obj.prepare(batch, jax.random.key(1))
+  params = model.init(jax.random.key(0), p["inputs"])["params"]
+  out = model.apply({"params": params}, p["inputs"])
+  loss, metrics = obj.loss(out, p)
+  bi = np.asarray(p["targets"]["mode"]) == 0
+  assert 0 < bi.sum() < B
+  logp = np.asarray(jax.nn.log_softmax(out["nsp_logits"].astype(jnp.float32)))
+  expect = -logp[np.arange(B), np.asarray(labels)][bi].mean()
+  np.testing.assert_allclose(float(metrics["nsp_loss"]), expect, rtol=1e-5)
+  without_nsp = UnifiedLM(MaskSpec(mask_prob=0.3, max_predictions=3), VOCAB).loss(out, p)[0]
+  np.testing.assert_allclose(float(loss), float(without_nsp) + expect, rtol=1e-5)
+
+
+def test_nsp_needs_labels_and_a_head():
+  obj = UnifiedLM(MaskSpec(mask_prob=0.3, max_predictions=3), VOCAB, nsp_weight=1.0)
+  batch = {"input_ids": jnp.asarray(ROW[None]), "token_type_ids": jnp.asarray(SEG[None])}
+  with pytest.raises(ValueError, match="next_sentence_label"):
+    obj.prepare(batch, jax.random.key(0))

@@ -55,7 +55,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
                        stage_steps=(0, 0)),       # step at which each later stage starts
     "mass": dict(name="mass", mask_ratio=0.5, span_tokens=0, start_prob=0.2, end_prob=0.2,
                  mask_token_prob=0.8, random_token_prob=0.1),
-    "unilm": dict(name="unilm", **_MASKING, proportions=(1 / 3, 1 / 6, 1 / 6, 1 / 3)),
+    "unilm": dict(name="unilm", **_MASKING, proportions=(1 / 3, 1 / 6, 1 / 6, 1 / 3),
+                  nsp_weight=0.0),        # > 0: NSP on the bidirectional rows (unilm.py)
     "unilm_s2s": dict(name="unilm_s2s", **{**_MASKING, "mask_prob": 0.7}),
     "clm": dict(name="clm"),
     "plm": dict(name="plm", num_predict=85, max_span=5, mask_alpha=6, perm_size=0),
@@ -118,7 +119,8 @@ def build_objective(cfg: Any, vocab: Any) -> Objective:
     sep = getattr(vocab, "sep_id", None)
     return UnifiedLM(spec(c.unit), Vocab.from_tokenizer(vocab),
                      proportions=(0.0, 0.0, 0.0, 1.0) if s2s else tuple(c.proportions),
-                     target_only=s2s, sep_id=-1 if sep is None else int(sep))
+                     target_only=s2s, sep_id=-1 if sep is None else int(sep),
+                     nsp_weight=c.get("nsp_weight", 0.0))
   mlm = lambda unit: MaskedLM(spec(unit), Vocab.from_tokenizer(vocab), static_masking=c.static_masking,
                               dupe_factor=c.dupe_factor, static_seed=c.static_seed,
                               nsp_weight=c.get("nsp_weight", 0.0), sbo_weight=c.get("sbo_weight", 0.0),

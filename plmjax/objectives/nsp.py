@@ -17,9 +17,11 @@ from plmjax.objectives.clm import token_cross_entropy
 Array = jax.Array
 
 
-def nsp_loss(nsp_logits: Array, labels: Array) -> tuple[Array, dict]:
-  """nsp_logits [B, 2], labels [B] in {0, 1} -> (mean loss, {nsp_loss, nsp_accuracy})."""
+def nsp_loss(nsp_logits: Array, labels: Array, weights: Array | None = None) -> tuple[Array, dict]:
+  """nsp_logits [B, 2], labels [B] in {0, 1}, optional row weights [B] (UNILM: bidirectional rows
+  only) -> (weighted mean loss, {nsp_loss, nsp_accuracy})."""
   if nsp_logits.ndim != 2 or nsp_logits.shape[-1] != 2:
     raise ValueError(f"nsp: expected nsp_logits [B, 2], got {nsp_logits.shape}")
-  loss, acc, _ = token_cross_entropy(nsp_logits, labels, jnp.ones(labels.shape, jnp.float32))
+  weights = jnp.ones(labels.shape, jnp.float32) if weights is None else weights.astype(jnp.float32)
+  loss, acc, _ = token_cross_entropy(nsp_logits, labels, weights)
   return loss, {"nsp_loss": loss, "nsp_accuracy": acc}

@@ -18,8 +18,12 @@ targets (masking.py: 15 %, 80/10/10), drawn over *both* segments; the model pred
 position i from what row i of M lets it see, so a left-to-right row predicts each masked token
 from its left context only. (The paper masks a bigram or trigram 20 % of the time: the paper
 setting uses span units with span_p = 0.8, span_max_words = 3, i.e. 1/2/3 words with probability
-0.81/0.16/0.03.) The paper also trains NSP on the bidirectional rows; that is left out here, so the
-data's pairs are always true continuations (data.random_next_prob = 0).
+0.81/0.16/0.03.) The paper also trains next-sentence prediction with the bidirectional LM:
+`nsp_weight` > 0 adds NSP on the bidirectional rows only (the other modes' [CLS] does not see the
+whole pair), with data.random_next_prob = 0.5 and model.nsp_head = True (the `large` config). The
+paper does not say what the other modes do with a random second segment; here they train on it
+like any pair (its tokens are still a sentence to model). With nsp_weight = 0 (the tiny config)
+the data's pairs are true continuations (data.random_next_prob = 0).
 
 Seq2seq fine-tuning ("unilm_s2s"): every row uses the seq2seq mask and only target tokens are
 masked (`mask_prob` of them, 0.7 in the paper), the closing [SEP] included, so that the model
@@ -37,6 +41,7 @@ import jax.numpy as jnp
 from plmjax.objectives.clm import model_inputs, token_cross_entropy
 from plmjax.objectives.masking import MaskSpec, Vocab, mask_tokens
 from plmjax.objectives.mlm import masked_lm_loss
+from plmjax.objectives.nsp import nsp_loss
 
 Array = jax.Array
 
@@ -84,11 +89,14 @@ class UnifiedLM:
   proportions: tuple[float, ...] = PAPER_PROPORTIONS
   target_only: bool = False
   sep_id: int = -1
+  nsp_weight: float = 0.0
 
   def __post_init__(self):
     if len(self.proportions) != 4 or min(self.proportions) < 0 or abs(sum(self.proportions) - 1) > 1e-6:
       raise ValueError(f"objective.proportions={self.proportions}: expected 4 probabilities "
                        f"({', '.join(MODE_NAMES)}) summing to 1")
+    if self.nsp_weight and self.target_only:
+      raise ValueError("unilm_s2s: objective.nsp_weight must be 0 (every row is seq2seq)")
     if self.target_only and self.sep_id < 0:
       raise ValueError("unilm_s2s: the tokenizer has no [SEP] id (needed to mask the target's end)")
 
@@ -119,6 +127,11 @@ class UnifiedLM:
               "token_type_ids": mode_token_types(mode, segment),
               "masked_positions": m["masked_positions"]}                           # [B, P]
     targets = {"masked_ids": m["masked_ids"], "masked_weights": m["masked_weights"], "mode": mode}
+    if self.nsp_weight:
+      if "next_sentence_label" not in batch:
+        raise ValueError("unilm: objective.nsp_weight > 0 needs batch['next_sentence_label'] "
+                         "(data mode 'pairs')")
+      targets["next_sentence_label"] = batch["next_sentence_label"].astype(jnp.int32)
     return {"inputs": inputs, "targets": targets}
 
   def loss(self, outputs: dict, prepared: dict) -> tuple[Array, dict]:
@@ -128,4 +141,10 @@ class UnifiedLM:
       for mode, name in enumerate(MODE_NAMES):
         w = t["masked_weights"] * (t["mode"] == mode)[:, None]
         metrics[f"{name}_loss"] = token_cross_entropy(outputs["logits"], t["masked_ids"], w)[0]
+    if self.nsp_weight:
+      if "nsp_logits" not in outputs:
+        raise ValueError("unilm: objective.nsp_weight > 0 needs model.nsp_head = True")
+      l_nsp, m_nsp = nsp_loss(outputs["nsp_logits"], t["next_sentence_label"],
+                              t["mode"] == BIDIRECTIONAL)                          # [B] row weights
+      loss, metrics = loss + self.nsp_weight * l_nsp, {**metrics, **m_nsp}
     return loss, {**metrics, "loss": loss}
