@@ -36,11 +36,11 @@ accuracy, seed 0 (README.md has the table with wall times and a second seed):
     ulmfit, transfer.layer_decay=1, gradual_unfreezing=False     0.812         0.823
     siatl                                                        0.720         0.764
     siatl_baseline                                               0.733         0.809
-    siatl, gradual_unfreezing=False                              0.806
+    siatl, transfer.gradual_unfreezing=False                     0.806
 
 The pretrained weights help once every layer trains at the full rate from the first step; the
 papers' schedules (ULMFiT's 1/2.6 per layer and unfreezing, SiATL's sequential unfreezing) keep
-the network near an LM that is too weak at this budget and cost 8-12 points.
+the network near an LM that is too weak at this budget and cost 9-18 points.
 """
 import os
 
