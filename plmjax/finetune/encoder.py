@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from plmjax.train.checkpoint import restore_params, run_checkpoint
+
 
 @dataclasses.dataclass
 class Encoder:
@@ -75,17 +77,7 @@ def is_hf_folder(path: str) -> bool:
 
 def plmjax_run(path: str) -> tuple[str, str]:
   """-> (workdir, checkpoint step directory) of a plmjax workdir or one of its checkpoints."""
-  path = os.path.abspath(path)
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    steps = sorted((int(d) for d in os.listdir(os.path.join(path, "checkpoints")) if d.isdigit()))
-    if not steps:
-      raise FileNotFoundError(f"model.init_from={path!r}: no checkpoints under {path}/checkpoints")
-    return path, os.path.join(path, "checkpoints", str(steps[-1]))
-  parent = os.path.dirname(os.path.dirname(path))
-  if os.path.basename(path).isdigit() and os.path.isfile(os.path.join(parent, "config.json")):
-    return parent, path
-  raise FileNotFoundError(f"model.init_from={path!r}: neither a Hugging Face folder (config.json), "
-                          "a plmjax workdir (checkpoints/) nor a plmjax checkpoint (checkpoints/<step>)")
+  return run_checkpoint(path, "model.init_from")
 
 
 def plmjax_run_config(path: str):
@@ -105,13 +97,10 @@ def plmjax_tokenizer(path: str):
 
 def load_plmjax(path: str, tokenizer):
   """(module, params) of a plmjax pretraining run's checkpoint."""
-  import orbax.checkpoint as ocp
   from plmjax.train.config import build_model
   run_cfg = plmjax_run_config(path)
-  _, step_dir = plmjax_run(path)
   module, _ = build_model(run_cfg.model, tokenizer, "float32")
-  restored = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "state"))
-  params = restored["params"] if isinstance(restored, dict) else restored.params
+  params = restore_params(path, "model.init_from")
   return module, jax.tree.map(jnp.asarray, params)
 
 

@@ -55,3 +55,26 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def run_checkpoint(path: str, key: str) -> tuple[str, str]:
+  """-> (workdir, checkpoint step directory) of a plmjax workdir (its latest checkpoint) or of one
+  of its checkpoints (`WORKDIR/checkpoints/<step>`); `key` names the config key in errors."""
+  path = os.path.abspath(os.path.expanduser(path))
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    steps = sorted(int(d) for d in os.listdir(os.path.join(path, "checkpoints")) if d.isdigit())
+    if not steps:
+      raise FileNotFoundError(f"{key}={path!r}: no checkpoints under {path}/checkpoints")
+    return path, os.path.join(path, "checkpoints", str(steps[-1]))
+  parent = os.path.dirname(os.path.dirname(path))
+  if os.path.basename(path).isdigit() and os.path.isfile(os.path.join(parent, "config.json")):
+    return parent, path
+  raise FileNotFoundError(f"{key}={path!r}: neither a plmjax workdir (checkpoints/) nor a plmjax "
+                          "checkpoint (checkpoints/<step>)")
+
+
+def restore_params(path: str, key: str):
+  """The `params` of a plmjax checkpoint (host arrays, as saved), from run_checkpoint(path, key)."""
+  _, step_dir = run_checkpoint(path, key)
+  restored = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "state"))
+  return restored["params"] if isinstance(restored, dict) else restored.params

@@ -8,7 +8,10 @@ A config is an `ml_collections.ConfigDict` with the sections
     data       plmjax.data.default_data_config() with overrides (path "" = built-in synthetic corpus)
     optimizer  name, learning_rate, warmup_steps, decay, end_lr, b1, b2, eps, weight_decay
     train      steps, batch_size (global), seed, log_every, checkpoint_every, eval_every,
-               eval_steps, grad_accum, clip_norm, keep_checkpoints, prng_impl (threefry2x32 | rbg | unsafe_rbg)
+               eval_steps, grad_accum, clip_norm, keep_checkpoints, prng_impl (threefry2x32 | rbg |
+               unsafe_rbg), init_from (a plmjax workdir or WORKDIR/checkpoints/<step>: a new run in
+               an empty workdir starts from its params, with a fresh optimizer and step 0; e.g.
+               BERT's length-512 phase after the length-128 one)
     mesh       data, fsdp, tensor (device counts; one may be -1 = the rest)
     dtype      compute dtype: "auto" (bfloat16 on GPU/TPU, float32 on CPU) | "float32" | "bfloat16"
 
@@ -77,7 +80,7 @@ def train_section(**overrides) -> ml_collections.ConfigDict:
   """The `train` section with its defaults."""
   d = dict(steps=1000, batch_size=32, seed=0, log_every=10, checkpoint_every=500, eval_every=500,
            eval_steps=10, grad_accum=1, clip_norm=1.0, keep_checkpoints=3,
-           prng_impl="threefry2x32")
+           prng_impl="threefry2x32", init_from="")
   return ml_collections.ConfigDict(_checked("train", d, overrides))
 
 
