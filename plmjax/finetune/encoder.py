@@ -32,9 +32,8 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from plmjax.train.checkpoint import restore_params, run_checkpoint
+from plmjax.train.checkpoint import restore_params, run_checkpoint, tree_mismatches
 
 
 @dataclasses.dataclass
@@ -171,11 +170,8 @@ def merge_pretrained(init_params: dict, pretrained: Optional[dict], key: str = "
   if present or set(kept) != set(new_layers):
     raise ValueError(f"new encoder layers {sorted(new_layers)}: {present or sorted(set(new_layers) - set(kept))}"
                      " are in the checkpoint or missing from the task model")
-  flat_a = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(
-      {k: v for k, v in init_params[key].items() if k not in new_layers})}
-  flat_b = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(pretrained)}
-  missing, extra = sorted(set(flat_a) - set(flat_b)), sorted(set(flat_b) - set(flat_a))
-  bad = sorted(k for k in set(flat_a) & set(flat_b) if np.shape(flat_a[k]) != np.shape(flat_b[k]))
+  missing, extra, bad = tree_mismatches(
+      {k: v for k, v in init_params[key].items() if k not in new_layers}, pretrained)
   if missing or extra or bad:
     raise ValueError(f"pretrained encoder does not match the task model: missing {missing[:5]}, "
                      f"unexpected {extra[:5]}, shape mismatches {bad[:5]}")

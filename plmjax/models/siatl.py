@@ -107,7 +107,6 @@ def aux_lm_weight(epoch, gamma0: float = 0.2, decay: float = 0.5):
   return gamma0 * decay ** jnp.asarray(epoch, jnp.float32)
 
 
-
 def from_awd_lstm(lm: AwdLstmConfig, **task) -> SiatlConfig:
   """SiATL around a pretrained AWD-LSTM LM (a ULMFiT run): the LM's fields, the classifier on,
   `task` (task_hidden, task_dropout, ...) on top. Its params are {"lm": the AWD-LSTM's params}."""

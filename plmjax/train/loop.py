@@ -37,7 +37,7 @@ from jax.sharding import PartitionSpec as P
 from plmjax.data import build_dataset
 from plmjax.objectives import build_objective
 from plmjax.train import config as config_lib
-from plmjax.train.checkpoint import Checkpointer, restore_params
+from plmjax.train.checkpoint import Checkpointer, restore_params, tree_mismatches
 from plmjax.train.mesh import BATCH_AXES, make_mesh, shard_batch
 from plmjax.train.optim import make_optimizer
 from plmjax.train.state import abstract_state, count_params, create_train_state
@@ -146,18 +146,16 @@ class Run:
     """`train.init_from`: this run's params := another run's (same names and shapes), placed with
     this run's shardings; the optimizer state and step stay fresh."""
     loaded = restore_params(path, "train.init_from")
-    want = dict(jax.tree_util.tree_leaves_with_path(self.state.params))
-    got = dict(jax.tree_util.tree_leaves_with_path(loaded))
-    name = jax.tree_util.keystr
-    problems = [f"missing {name(k)}" for k in want if k not in got]
-    problems += [f"unexpected {name(k)}" for k in got if k not in want]
-    problems += [f"{name(k)}: {tuple(got[k].shape)} in the checkpoint, {tuple(v.shape)} here"
-                 for k, v in want.items() if k in got and tuple(got[k].shape) != tuple(v.shape)]
+    missing, unexpected, bad = tree_mismatches(self.state.params, loaded)
+    problems = ([f"missing {k}" for k in missing] + [f"unexpected {k}" for k in unexpected]
+                + [f"{k} (checkpoint vs here)" for k in bad])
     if problems:
       raise ValueError(f"train.init_from={path!r} does not fit this model ({len(problems)} problems): "
                        + "; ".join(problems[:5]))
-    treedef = jax.tree_util.tree_structure(self.state.params)
-    params = jax.tree_util.tree_unflatten(treedef, [np.asarray(got[k], v.dtype) for k, v in want.items()])
+    got = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(loaded)}
+    leaves = [np.asarray(got[jax.tree_util.keystr(k)], v.dtype)
+              for k, v in jax.tree_util.tree_leaves_with_path(self.state.params)]
+    params = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(self.state.params), leaves)
     self.state = self.state.replace(params=jax.device_put(params, self.shardings.params))
 
   def restore_latest(self, data_iter) -> Optional[int]:
