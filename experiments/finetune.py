@@ -37,7 +37,7 @@ MODES = {
     "features": dict(transfer={"mode": "features"}, head={"features": "scalar_mix", "pooling": "mean"},
                      optimizer={"learning_rate": 1e-3, "weight_decay": 0.0}),
     "ulmfit": dict(transfer={"layer_decay": 1 / 2.6, "gradual_unfreezing": True},
-                   optimizer={"schedule": "stlr", "learning_rate": 1e-4}),
+                   optimizer={"decay": "stlr", "learning_rate": 1e-4}),
     "gpt": dict(head={"input_transform": "gpt", "pooling": "extract", "lm_coef": 0.5},
                 optimizer={"learning_rate": 6.25e-5}),
 }

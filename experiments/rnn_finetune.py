@@ -65,10 +65,11 @@ def get_config(arg: str = "ulmfit"):
   method, baseline = arg.split("_")[0], arg.endswith("_baseline")
   sections = dict(
       data={"max_len": 64, "tokenizer": LM if baseline else ""},
-      train={"steps": steps, "batch_size": 32, "eval_batch_size": 64, "log_every": 50},
+      train={"steps": steps, "batch_size": 32, "eval_batch_size": 64, "log_every": 50,
+             "clip_norm": 0.25},
       head={"pooling": "pooler", "dropout": 0.1},
-      optimizer={"schedule": "stlr", "learning_rate": 5e-3, "b1": 0.7, "b2": 0.99,
-                 "weight_decay": 0.0, "clip_norm": 0.25},
+      optimizer={"decay": "stlr", "learning_rate": 5e-3, "b1": 0.7, "b2": 0.99,
+                 "weight_decay": 0.0},
       transfer={"layer_decay": 1.0, "gradual_unfreezing": not baseline,
                 "unfreeze_every": max(steps // (NUM_LAYERS + 2), 1)})
   if method == "ulmfit":

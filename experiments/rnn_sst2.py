@@ -58,7 +58,7 @@ from plmjax.finetune import metrics
 from plmjax.finetune.features import Framing, batches, encode_sentences
 from plmjax.finetune.model import HeadSpec, TaskModel, lm_loss, task_loss
 from plmjax.finetune.tasks import get_task, read_task
-from plmjax.finetune.transfer import build_optimizer
+from plmjax.train.optim import make_optimizer
 from plmjax.models.awd_lstm import AwdLstm, AwdLstmConfig
 from plmjax.models.siatl import Siatl, SiatlConfig, aux_lm_weight
 from plmjax.objectives.bilm import RecurrentLM
@@ -86,8 +86,8 @@ def stream(tok, lines, batch, seq):
 
 def adam_cfg(lr, schedule="stlr", steps=1):
   return ml_collections.ConfigDict(dict(
-      name="adamw", learning_rate=lr, weight_decay=0.0, b1=0.7, b2=0.99, eps=1e-8, schedule=schedule,
-      warmup_frac=0.1, warmup_steps=-1, end_lr=0.0, stlr_cut_frac=0.1, stlr_ratio=32.0, clip_norm=0.25))
+      name="adamw", learning_rate=lr, weight_decay=0.0, b1=0.7, b2=0.99, eps=1e-8, decay=schedule,
+      warmup_frac=0.1, warmup_steps=-1, end_lr=0.0, stlr_cut_frac=0.1, stlr_ratio=32.0))
 
 
 def transfer_cfg(layer_decay=1.0, unfreeze=False, every=0):
@@ -137,8 +137,9 @@ def classify(name, encoder, pretrained, data, args, *, layer_decay, unfreeze, au
     params = {**params, "encoder": merged}
   num_layers = 3
   every = args.unfreeze_every or max(args.cls_steps // (num_layers + 2), 1)
-  tx, _ = build_optimizer(adam_cfg(args.cls_lr), transfer_cfg(layer_decay, unfreeze, every), params,
-                          num_layers, args.cls_steps, every)
+  tx, _ = make_optimizer(adam_cfg(args.cls_lr), args.cls_steps, 0.25, params=params,
+                         transfer=transfer_cfg(layer_decay, unfreeze, every), num_layers=num_layers,
+                         steps_per_epoch=every)
   quarter = max(args.cls_steps // 4, 1)
 
   def loss_fn(p, batch, key, step):
@@ -254,8 +255,9 @@ def main(argv=None):
 
   if args.method in ("ulmfit", "both"):
     log(f"2. ULMFiT: target-task LM fine-tuning ({args.lm_finetune_steps} steps)")
-    tx, _ = build_optimizer(adam_cfg(args.lm_lr), transfer_cfg(1 / 2.6), lm_params, 3,
-                            args.lm_finetune_steps, args.lm_finetune_steps)
+    tx, _ = make_optimizer(adam_cfg(args.lm_lr), args.lm_finetune_steps, 0.25, params=lm_params,
+                           transfer=transfer_cfg(1 / 2.6), num_layers=3,
+                           steps_per_epoch=args.lm_finetune_steps)
     ft_params, curve = train_lm(lm, lm_params, tx, stream(tok, sst_texts, args.batch, args.bptt),
                                 args.lm_finetune_steps, log)
     cls = AwdLstm(awd.replace(classifier_hidden=50))

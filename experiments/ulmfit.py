@@ -45,7 +45,7 @@ def get_config(arg: str = "tiny") -> ConfigDict:
     return finetune_config(
         "sst2", model={"name": "ulmfit", "arch": dict(TINY_ARCH)},
         head={"pooling": "pooler", "dropout": 0.1}, data={"max_len": 64},
-        optimizer={"schedule": "stlr", "learning_rate": 1e-2, "b1": 0.7, "b2": 0.99,
+        optimizer={"decay": "stlr", "learning_rate": 1e-2, "b1": 0.7, "b2": 0.99,
                    "weight_decay": 0.0},
         transfer={"layer_decay": 1 / 2.6, "gradual_unfreezing": True})
   c = ConfigDict()

@@ -41,21 +41,27 @@ def _parser() -> argparse.ArgumentParser:
                    help="experiment config, e.g. experiments/bert.py:tiny")
     return s
 
+  def multihost_args(s):
+    s.add_argument("--multihost", action="store_true",
+                   help="initialise the multi-process runtime (jax.distributed) before training; on "
+                   "TPU pods and SLURM/GKE clusters the coordinator is found automatically")
+    s.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                   help="explicit coordinator address (implies --multihost); with --num-processes "
+                   "and --process-id")
+    s.add_argument("--num-processes", type=int, default=None)
+    s.add_argument("--process-id", type=int, default=None)
+
   s = with_config("train", "Train (or resume) a model; writes DIR/metrics.jsonl, tensorboard/, checkpoints/.")
   s.add_argument("--workdir", required=True, metavar="DIR")
-  s.add_argument("--multihost", action="store_true",
-                 help="initialise the multi-process runtime (jax.distributed) before training; on TPU "
-                 "pods and SLURM/GKE clusters the coordinator is found automatically")
-  s.add_argument("--coordinator", metavar="HOST:PORT", default=None,
-                 help="explicit coordinator address (implies --multihost); with --num-processes and "
-                 "--process-id")
-  s.add_argument("--num-processes", type=int, default=None)
-  s.add_argument("--process-id", type=int, default=None)
-  s = with_config("eval", "Evaluate the latest checkpoint in DIR on data.eval_split.")
+  multihost_args(s)
+  s = with_config("eval", "Evaluate the latest checkpoint in DIR: data.eval_split (pretraining) or "
+                  "the dev set, plus test-set predictions in DIR/predictions/ (fine-tuning).")
   s.add_argument("--workdir", required=True, metavar="DIR")
-  s = with_config("finetune", "Fine-tune on a downstream task (experiments/finetune.py:<task>); "
-                  "writes DIR/eval.json and DIR/metrics.jsonl.")
+  s = with_config("finetune", "Fine-tune (or resume) on a downstream task (experiments/finetune.py:"
+                  "<task>) through the training loop; writes DIR/metrics.jsonl, tensorboard/, "
+                  "checkpoints/ (newest + best by the dev metric), params.safetensors, eval.json.")
   s.add_argument("--workdir", required=True, metavar="DIR")
+  multihost_args(s)
   s = with_config("bench", "Time the train step: tokens/s and model-FLOPs utilisation against the "
                   "measured matmul peak of this machine.")
   s.add_argument("--batch-size", type=int, default=None, help="global batch (default: train.batch_size)")
@@ -84,6 +90,20 @@ def _init_distributed(args) -> None:
     jax.distributed.initialize()
 
 
+def is_finetune_config(spec: str) -> bool:
+  """A fine-tuning config (a `task` key): `plmjax eval` evaluates its workdir as a fine-tuning run."""
+  from plmjax.train.config import load_config
+  try:
+    return "task" in load_config(spec)
+  except Exception:       # noqa: BLE001 - get_config reports the real problem
+    return False
+
+
+def get_finetune_config(spec: str, rest):
+  from plmjax.finetune.main import load
+  return load(spec, rest)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args, rest = _parser().parse_known_args(argv)
   if args.command == "tokenizer":
@@ -92,16 +112,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from plmjax.data import train_tokenizer_cli
     train_tokenizer_cli(args.input, args.out, args.vocab_size, args.type)
     return 0
+  if getattr(args, "multihost", False) or getattr(args, "coordinator", None):
+    _init_distributed(args)
   if args.command == "finetune":
     from plmjax.finetune.main import run_cli
     return run_cli(args.config, args.workdir, rest)
 
-  if getattr(args, "multihost", False) or getattr(args, "coordinator", None):
-    _init_distributed(args)
-
   from plmjax.train.config import ConfigError, get_config
   try:
-    config = get_config(args.config, rest)
+    config = get_finetune_config(args.config, rest) if is_finetune_config(args.config) else \
+        get_config(args.config, rest)
   except ConfigError as e:
     raise SystemExit(f"plmjax {args.command}: {e}") from None
 

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 
 from plmjax.finetune.model import HeadSpec, TaskModel, task_loss
-from plmjax.finetune.transfer import build_optimizer
+from plmjax.train.optim import make_optimizer
 from plmjax.models.elmo import Elmo, ElmoConfig
 
 
@@ -24,12 +24,11 @@ def test_scalar_mix_features_train_only_mix_and_head():
   params = nn.meta.unbox(model.init(jax.random.key(0), batch, method=TaskModel.init_all)["params"])
   assert params["scalar_mix"]["weights"].shape == (3,)          # token layer + 2 LSTM layers
   opt = ml_collections.ConfigDict(dict(name="adamw", learning_rate=0.1, weight_decay=0.0, b1=0.9,
-                                       b2=0.999, eps=1e-8, schedule="constant", warmup_frac=0.0,
-                                       warmup_steps=0, end_lr=0.0, stlr_cut_frac=0.1, stlr_ratio=32.0,
-                                       clip_norm=0.0))
+                                       b2=0.999, eps=1e-8, decay="constant", warmup_frac=0.0,
+                                       warmup_steps=0, end_lr=0.0, stlr_cut_frac=0.1, stlr_ratio=32.0))
   transfer = ml_collections.ConfigDict(dict(mode="features", layer_decay=1.0, gradual_unfreezing=False,
                                             unfreeze_every=0, frozen=("^encoder/",)))
-  tx, _ = build_optimizer(opt, transfer, params, 2, 10, 10)
+  tx, _ = make_optimizer(opt, 10, params=params, transfer=transfer, num_layers=2, steps_per_epoch=10)
   grads = jax.grad(lambda p: task_loss("classification", model.apply({"params": p}, batch, task="t"),
                                        batch)[0])(params)
   new = optax.apply_updates(params, tx.update(grads, tx.init(params), params)[0])

@@ -11,8 +11,7 @@ import pytest
 
 from plmjax.finetune.config import finetune_config
 from plmjax.finetune.model import HeadSpec, TaskModel, task_loss
-from plmjax.finetune.transfer import (build_optimizer, layer_ids, layer_learning_rates, path_str,
-                                      stlr)
+from plmjax.train.optim import layer_ids, layer_learning_rates, make_optimizer, path_str, stlr
 from plmjax.models.registry import build
 
 L = 3
@@ -55,7 +54,7 @@ def leaves(tree):
 
 
 def cfg(**transfer):
-  c = finetune_config("sst2", optimizer={"learning_rate": 1e-2, "warmup_steps": 0, "schedule": "constant"})
+  c = finetune_config("sst2", optimizer={"learning_rate": 1e-2, "warmup_steps": 0, "decay": "constant"})
   for k, v in transfer.items():
     c.transfer[k] = v
   return c
@@ -80,7 +79,7 @@ def test_layer_ids_scanned_unrolled_and_custom_rules():
 def test_feature_extraction_freezes_encoder_bit_identical():
   model, p0, batch = tiny(features="scalar_mix", freeze=True)
   c = cfg(mode="features")
-  tx, _ = build_optimizer(c.optimizer, c.transfer, p0, L, 10, 10)
+  tx, _ = make_optimizer(c.optimizer, 10, params=p0, transfer=c.transfer, num_layers=L, steps_per_epoch=10)
   hist = run(model, p0, batch, tx, 3)
   before, after = leaves(p0), leaves(hist[-1])
   enc = [k for k in before if k.startswith("encoder/")]
@@ -99,8 +98,7 @@ def test_discriminative_learning_rates(scan):
   _, p, _ = tiny(scan=scan)
   c = cfg(layer_decay=0.5)
   c.optimizer.name = "sgd"
-  c.optimizer.clip_norm = 0.0
-  tx, schedule = build_optimizer(c.optimizer, c.transfer, p, L, 10, 10)
+  tx, schedule = make_optimizer(c.optimizer, 10, params=p, transfer=c.transfer, num_layers=L, steps_per_epoch=10)
   ones = jax.tree.map(jnp.ones_like, p)
   updates, _ = tx.update(ones, tx.init(p), p)
   ids = leaves(layer_ids(p, L))
@@ -117,7 +115,7 @@ def test_gradual_unfreezing_follows_schedule():
   layers below the schedule's lowest trainable one stay bit-identical, that one moves."""
   model, p0, batch = tiny(scan=True)
   c = cfg(gradual_unfreezing=True, unfreeze_every=2)
-  tx, schedule = build_optimizer(c.optimizer, c.transfer, p0, L, 20, 2)
+  tx, schedule = make_optimizer(c.optimizer, 20, params=p0, transfer=c.transfer, num_layers=L, steps_per_epoch=2)
   hist = run(model, p0, batch, tx, 2 * (L + 2))
   ids = leaves(layer_ids(p0, L))
   for t in range(1, len(hist)):

@@ -9,12 +9,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from plmjax.finetune.main import build, finetune, init_params, run_cli, sample_batch
-from plmjax.finetune import config as fconfig
+from plmjax.finetune.main import finetune, run_cli
+from plmjax.finetune.run import FinetuneRun
 from plmjax.finetune.model import aux_lm_schedule
 from plmjax.models.siatl import aux_lm_weight
 from plmjax.train.config import apply_override, load_config
-from plmjax.train.mesh import make_mesh
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 DATA = os.path.join(ROOT, "..", "shared", "data")
@@ -53,10 +52,11 @@ def config(method: str, lm: str, **overrides):
 
 
 def initial_params(cfg, workdir):
-  _, enc, framing, tasks, model = build(cfg, workdir)
-  params = init_params(model, enc, sample_batch(tasks, fconfig.buckets(cfg), framing),
-                       int(cfg.train.seed), make_mesh(cfg.mesh))
-  return jax.device_get(params["encoder"])
+  run = FinetuneRun(cfg, workdir)
+  run.init_params()
+  params = jax.device_get(run.state.params["encoder"])
+  run.checkpointer.close()
+  return params
 
 
 def checkpoint_params(lm):
@@ -108,10 +108,10 @@ def test_siatl_step_uses_the_decaying_weight(tmp_path, ulmfit_lm):
   r = finetune(cfg, str(tmp_path))
   assert set(r) == {"accuracy"}
   with open(tmp_path / "metrics.jsonl") as f:
-    train = [json.loads(ln) for ln in f if '"train"' in ln]
-  assert [ln["step"] for ln in train] == [1, 2, 3, 4, 5]
-  for ln in train:                 # the line of step s is logged after the update at step s - 1
-    want = float(aux_lm_weight((ln["step"] - 1) // every, 0.2, 0.5))
+    train = [r for r in map(json.loads, f) if "split" not in r]
+  assert [ln["step"] for ln in train] == [0, 1, 2, 3, 4]
+  for ln in train:                 # the line of step s: the loss before update s, weight of step s
+    want = float(aux_lm_weight(ln["step"] // every, 0.2, 0.5))
     assert ln["lm_coef"] == pytest.approx(want, rel=1e-6)
     assert ln["loss"] == pytest.approx(ln["task_loss"] + want * ln["lm_loss"], rel=1e-5)
 

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from plmjax.finetune.transfer import DEFAULT_LAYER_RULES, layer_ids
+from plmjax.train.optim import DEFAULT_LAYER_RULES, layer_ids
 from plmjax.models.siatl import Siatl, SiatlConfig, aux_lm_weight
 
 

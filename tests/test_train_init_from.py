@@ -29,7 +29,7 @@ def test_init_from_loads_the_params_and_starts_a_fresh_run(tmp_path):
   cfg = config_lib.get_config(GPT2, FAST + ["--config.train.steps=2", f"--config.train.init_from={a}"])
   run = Run(cfg, b)
   fresh = jax.device_get(run.state.params)
-  run.init_params_from(a)
+  run.init_params()
   got, saved = jax.device_get(run.state.params), restore_params(a, "train.init_from")
   for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree_util.tree_leaves(saved)):
     np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from plmjax.finetune.transfer import DEFAULT_LAYER_RULES, layer_ids
+from plmjax.train.optim import DEFAULT_LAYER_RULES, layer_ids
 from plmjax.models.awd_lstm import AwdLstm, AwdLstmConfig, concat_pool
 from plmjax.objectives.bilm import RecurrentLM
 

@@ -28,13 +28,20 @@ Sections and keys (an unknown key on the command line is an error naming it):
     data.max_len, data.buckets (() = quarters of max_len), data.group_by_length
     data.max_train_examples, data.max_eval_examples   (-1 = all; the first N rows)
     data.unit            chnsenticorp input units: char | word
-    train.epochs | train.steps (> 0 wins), batch_size, eval_batch_size, seed, log_every, eval_every
-    optimizer.*          name (adamw | sgd), learning_rate, weight_decay, b1, b2, eps, schedule
-                         (linear | stlr | constant), warmup_frac | warmup_steps (>= 0 wins), end_lr,
-                         stlr_cut_frac, stlr_ratio, clip_norm
+    train.*              the engine's train section (plmjax.train.config.train_section: seed,
+                         log_every, checkpoint_every, keep_checkpoints, grad_accum, clip_norm,
+                         prng_impl, profile, best_metric, ...) plus epochs | steps (> 0 wins) and
+                         eval_batch_size; eval_every <= 0: evaluate at the end only; best_metric
+                         "auto" = the (first) task's first metric
+    optimizer.*          the engine's optimizer section (plmjax.train.optim: name, learning_rate,
+                         warmup_steps | warmup_frac (warmup_steps < 0), decay linear | stlr |
+                         constant | cosine, ...)
     transfer.*           mode (full | features), layer_decay, gradual_unfreezing, unfreeze_every,
-                         frozen (regexes; see plmjax.finetune.transfer)
-    mesh.*               data, fsdp, tensor (plmjax.train.mesh)
+                         frozen (regexes; the transfer links of plmjax.train.optim)
+    mesh.*, dtype        as for pretraining (plmjax.train.mesh)
+
+A fine-tuning run goes through the same loop as pretraining (plmjax.train.loop; the run is
+plmjax.finetune.run.FinetuneRun): checkpoints, resume, SIGTERM, TensorBoard, metrics.jsonl.
 """
 from __future__ import annotations
 
@@ -43,11 +50,13 @@ import os
 import ml_collections
 
 from plmjax.finetune.tasks import TASKS
+from plmjax.train.config import (ConfigError, mesh_section, optimizer_section, train_section,
+                                 transfer_section, validate_engine_sections)
 
 DATA_ROOT = os.environ.get("PLMJAX_DATA", os.path.join("..", "shared", "data"))
 
 
-class FinetuneConfigError(ValueError):
+class FinetuneConfigError(ConfigError):
   """A fine-tuning config that cannot run; the message names the key."""
 
 
@@ -70,15 +79,15 @@ def finetune_config(task: str, **sections) -> ml_collections.ConfigDict:
       "data": {"dir": os.path.join(DATA_ROOT, folder) if folder else "", "tokenizer": "",
                "vocab_size": 8000, "max_len": 128, "buckets": (), "group_by_length": True,
                "max_train_examples": -1, "max_eval_examples": -1, "unit": "char"},
-      "train": {"epochs": 3, "steps": -1, "batch_size": 32, "eval_batch_size": 64, "seed": 0,
-                "log_every": 10, "eval_every": -1},
-      "optimizer": {"name": "adamw", "learning_rate": 2e-5, "weight_decay": 0.01, "b1": 0.9,
-                    "b2": 0.999, "eps": 1e-8, "schedule": "linear", "warmup_frac": 0.1,
-                    "warmup_steps": -1, "end_lr": 0.0, "stlr_cut_frac": 0.1, "stlr_ratio": 32.0,
-                    "clip_norm": 1.0},
-      "transfer": {"mode": "full", "layer_decay": 1.0, "gradual_unfreezing": False,
-                   "unfreeze_every": 0, "frozen": ("^encoder/",)},
-      "mesh": {"data": -1, "fsdp": 1, "tensor": 1},
+      "train": {**train_section(steps=-1, log_every=10, checkpoint_every=1000, eval_every=-1,
+                                eval_steps=-1, keep_checkpoints=1, clip_norm=1.0,
+                                best_metric="auto"),
+                "epochs": 3, "eval_batch_size": 64},
+      "optimizer": optimizer_section(learning_rate=2e-5, weight_decay=0.01, eps=1e-8, decay="linear",
+                                     warmup_frac=0.1, warmup_steps=-1),
+      "transfer": transfer_section(),
+      "mesh": mesh_section(),
+      "dtype": "float32",
   })
   for name, values in sections.items():
     if name not in cfg:
@@ -114,7 +123,11 @@ def validate(cfg) -> None:
   else:
     need(bool(cfg.data.dir), "data.dir", "no task folder given")
   need(cfg.train.epochs > 0 or cfg.train.steps > 0, "train.epochs", "set train.epochs or train.steps > 0")
-  need(cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1")
+  need(not cfg.train.init_from, "train.init_from", "fine-tuning starts from model.init_from")
+  try:
+    validate_engine_sections(cfg, steps_required=False)
+  except ConfigError as e:
+    raise FinetuneConfigError(f"config.{e}") from None
   need(cfg.data.max_len >= 8, "data.max_len", "must be >= 8")
   b = tuple(cfg.data.buckets)
   need(not b or (list(b) == sorted(b) and b[-1] == cfg.data.max_len), "data.buckets",
@@ -128,11 +141,11 @@ def validate(cfg) -> None:
        f"{cfg.head.lm_coef_decay} decays nothing: head.lm_coef is 0 (the auxiliary LM loss is off)")
   need(int(cfg.head.lm_decay_every) == cfg.head.lm_decay_every and cfg.head.lm_decay_every >= 0,
        "head.lm_decay_every", f"{cfg.head.lm_decay_every} must be an integer >= 0 (0 = one epoch)")
-  need(cfg.transfer.mode in ("full", "features"), "transfer.mode", "expected full or features")
+
   need(cfg.model.get("wrap", "") in ("", "siatl"), "model.wrap", f"{cfg.model.get('wrap')!r}: expected '' or 'siatl'")
   need(not cfg.model.get("wrap") or bool(cfg.model.init_from), "model.wrap",
        "wraps a pretrained LM: set model.init_from to a ulmfit run")
-  need(0 < cfg.transfer.layer_decay <= 1, "transfer.layer_decay", "must be in (0, 1]")
+
 
 
 def buckets(cfg) -> tuple[int, ...]:

@@ -33,7 +33,8 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
-from plmjax.train.checkpoint import restore_params, run_checkpoint, tree_mismatches
+from plmjax.train.checkpoint import restore_params, run_checkpoint
+from plmjax.train.init_from import is_hf_folder
 
 
 @dataclasses.dataclass
@@ -67,11 +68,6 @@ def _strip_heads(module, params, keep_lm: bool):
   if params is not None:
     params = {k: v for k, v in params.items() if k not in drop}
   return module, params
-
-
-def is_hf_folder(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, "config.json")) and not os.path.isdir(
-      os.path.join(path, "checkpoints"))
 
 
 def plmjax_run(path: str) -> tuple[str, str]:
@@ -156,26 +152,6 @@ def check_vocab_fits(ids_max: int, enc: Encoder):
   if ids_max >= int(enc.module.config.vocab_size):
     raise ValueError(f"token id {ids_max} is outside the model's vocabulary "
                      f"({enc.module.config.vocab_size}); data.tokenizer does not fit the model")
-
-
-def merge_pretrained(init_params: dict, pretrained: Optional[dict], key: str = "encoder",
-                     new_layers: tuple = ()) -> dict:
-  """Replaces the task model's randomly initialised `key` subtree with pretrained params
-  (every leaf must exist on both sides with the same shape, except the top-level subtrees
-  `new_layers`, which only the task model has and keep their initialisation)."""
-  if pretrained is None:
-    return init_params
-  kept = {k: v for k, v in init_params[key].items() if k in new_layers}
-  present = sorted(set(kept) & set(pretrained))
-  if present or set(kept) != set(new_layers):
-    raise ValueError(f"new encoder layers {sorted(new_layers)}: {present or sorted(set(new_layers) - set(kept))}"
-                     " are in the checkpoint or missing from the task model")
-  missing, extra, bad = tree_mismatches(
-      {k: v for k, v in init_params[key].items() if k not in new_layers}, pretrained)
-  if missing or extra or bad:
-    raise ValueError(f"pretrained encoder does not match the task model: missing {missing[:5]}, "
-                     f"unexpected {extra[:5]}, shape mismatches {bad[:5]}")
-  return {**init_params, key: {**kept, **jax.tree.map(jnp.asarray, pretrained)}}
 
 
 def adapt_pretrained(module, params: dict, model_cfg):

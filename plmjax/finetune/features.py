@@ -153,3 +153,49 @@ def batches(features: Sequence[dict], batch_size: int, buckets: Sequence[int], p
 
 def num_batches(n: int, batch_size: int, drop_remainder: bool = False) -> int:
   return n // batch_size if drop_remainder else -(-n // batch_size)
+
+
+class TaskBatches:
+  """The training stream of a fine-tuning run, as a checkpointable iterator (the engine saves its
+  position with grain's checkpoint handler: get_state / set_state / start_prefetch).
+
+  Epoch e is `batches(...)` of every task shuffled with seed * 1000 + e (multi-task: all batches of
+  all tasks in one random order, MT-DNN's schedule); every epoch has the same number of batches, so
+  the position (batches consumed) alone says where a resumed run continues. Yields (task, batch):
+  the whole global batch on every process (plmjax.finetune.run slices each process' rows)."""
+
+  def __init__(self, tasks: dict, batch_size: int, buckets, pad_id: int, seed: int,
+               group_by_length: bool):
+    self.tasks, self.bs, self.buckets, self.pad = tasks, batch_size, tuple(buckets), pad_id
+    self.seed, self.group = int(seed), bool(group_by_length)
+    self.steps_per_epoch = sum(num_batches(len(td.train), batch_size) for td in tasks.values())
+    self.position, self._epoch, self._plan = 0, None, []
+
+  def _plan_of(self, epoch: int) -> list:
+    plan = [(name, b) for name, td in self.tasks.items()
+            for b in batches(td.train, self.bs, self.buckets, self.pad, shuffle=True,
+                             seed=self.seed * 1000 + epoch, group_by_length=self.group)]
+    if len(self.tasks) > 1:
+      plan = [plan[i] for i in np.random.default_rng(self.seed + epoch).permutation(len(plan))]
+    return plan
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    epoch, i = divmod(self.position, self.steps_per_epoch)
+    if epoch != self._epoch:
+      self._epoch, self._plan = epoch, self._plan_of(epoch)
+    self.position += 1
+    return self._plan[i]
+
+  def get_state(self) -> bytes:
+    import json
+    return json.dumps({"position": self.position}).encode()
+
+  def set_state(self, state: bytes) -> None:
+    import json
+    self.position = int(json.loads(state)["position"])
+
+  def start_prefetch(self) -> None:
+    """(grain's restore calls it; batches are built on demand.)"""

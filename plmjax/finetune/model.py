@@ -20,7 +20,7 @@ Pooling (`pooling`): "pooler" (BERT's tanh pooler), "cls" (h[:, 0]), "mean" (ove
 Features (`features`): "last" uses the top layer; "scalar_mix" (ELMo) feeds the heads with
 gamma * sum_j softmax(w)_j h_j over the L+1 hidden states, w and gamma learned.
 `freeze_encoder` runs the encoder without dropout under stop_gradient (feature extraction: no
-backward pass through it; the optimizer also leaves it untouched, see plmjax.finetune.transfer).
+backward pass through it; the optimizer also leaves it untouched, see plmjax.train.optim).
 
 GPT-1's auxiliary LM objective (Radford et al. 2018, eq. 5): L = L_task + lm_coef * L_LM, with
 L_LM the next-token loss over the framed input (needs the encoder's `logits`); `lm_coef` 0.5.
@@ -207,3 +207,29 @@ def predictions(kind: str, out: dict) -> dict:
   if kind == "tagging":
     return {"pred": out["logits"].argmax(-1)}
   return {"start_logits": out["start_logits"], "end_logits": out["end_logits"]}
+
+
+class TaskObjective:
+  """Fine-tuning under the objective contract (plmjax.objectives.base), so that a task run goes
+  through the engine's one train step: `prepare` passes the task batch through and names the head
+  (`apply_kwargs`, the static task of a multi-task run), `loss` is `task_loss` with the auxiliary
+  LM weight of the step (GPT-1 constant, SiATL decaying), `predictions` what the host scores."""
+  uses_step = True
+  uses_task = True
+
+  def __init__(self, kinds: dict, lm_weight=None):
+    self.kinds, self.lm_weight = dict(kinds), lm_weight     # {task: head kind}, step -> weight
+
+  def prepare(self, batch: dict, key, step=None, task=None) -> dict:
+    del key                                                   # no sampling: the batch is the task
+    task = task if task is not None else next(iter(self.kinds))
+    lm_coef = None
+    if self.lm_weight is not None:
+      lm_coef = self.lm_weight(jnp.zeros([], jnp.int32) if step is None else step)
+    return {"inputs": batch, "apply_kwargs": {"task": task}, "task": task, "lm_coef": lm_coef}
+
+  def loss(self, outputs: dict, prepared: dict):
+    return task_loss(self.kinds[prepared["task"]], outputs, prepared["inputs"], prepared["lm_coef"])
+
+  def predictions(self, outputs: dict, prepared: dict) -> dict:
+    return predictions(self.kinds[prepared["task"]], outputs)

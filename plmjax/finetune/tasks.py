@@ -51,6 +51,8 @@ class TaskSpec:
   labels: tuple = ()                          # label strings in id order (classification)
   metrics: tuple = ("accuracy",)              # keys of METRICS
   chinese: bool = False
+  test_file: str = "test.tsv"                 # unlabelled; its first column is the row id
+  test_text: tuple = ()                       # its text column names where they differ from train's
 
 
 def _glue(name, folder, a, b, label, labels=("0", "1"), header=True, metrics=("accuracy",),
@@ -61,7 +63,8 @@ def _glue(name, folder, a, b, label, labels=("0", "1"), header=True, metrics=("a
 
 TASKS: dict[str, TaskSpec] = {s.name: s for s in [
     _glue("sst2", "SST-2", "sentence", None, "label"),
-    _glue("cola", "CoLA", 3, None, 1, header=False, metrics=("matthews", "accuracy")),
+    dataclasses.replace(_glue("cola", "CoLA", 3, None, 1, header=False, metrics=("matthews", "accuracy")),
+                        test_text=("sentence",)),
     _glue("mrpc", "MRPC", "#1 String", "#2 String", "Quality", metrics=("accuracy", "f1")),
     _glue("rte", "RTE", "sentence1", "sentence2", "label", labels=("entailment", "not_entailment")),
     _glue("qnli", "QNLI", "question", "sentence", "label", labels=("entailment", "not_entailment")),
@@ -141,6 +144,27 @@ def read_tsv(spec: TaskSpec, path: str, max_examples: int = -1) -> list[dict]:
   if not out:
     raise ValueError(f"{path}: no examples")
   return out
+
+
+def read_test(spec: TaskSpec, path: str) -> tuple[list[str], list[dict]]:
+  """A GLUE-style unlabelled test TSV (header; first column the row id) -> (ids, examples with
+  label 0). Text columns: spec.test_text, else the train file's column names."""
+  names = spec.test_text or tuple(c for c in (spec.text_a, spec.text_b) if c is not None)
+  ids, out = [], []
+  with open(path, encoding="utf-8-sig") as f:
+    header = f.readline().rstrip("\n").rstrip("\r").split("\t")
+    cols = [_column(c, header, path) for c in names]
+    for lineno, line in enumerate(f, start=2):
+      line = line.rstrip("\n").rstrip("\r")
+      if not line:
+        continue
+      row = line.split("\t")
+      if len(row) <= max(cols):
+        raise ValueError(f"{path}:{lineno}: expected at least {max(cols) + 1} tab-separated columns, "
+                         f"got {len(row)}: {line[:80]!r}")
+      ids.append(row[0])
+      out.append({"text_a": row[cols[0]], "text_b": row[cols[1]] if len(cols) > 1 else None, "label": 0})
+  return ids, out
 
 
 def read_task(spec: TaskSpec, data_dir: str, max_train_examples: int = -1,

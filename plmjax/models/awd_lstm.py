@@ -21,7 +21,7 @@ classifier have the same parameters and `plmjax finetune` can load one into the 
 (`outputs["pooled"]` [B, 50]); the task head (plmjax.finetune) adds dropout and the output layer.
 The paper puts batch normalisation before each of the two layers; this version has none (no mutable
 batch statistics in the engine). Discriminative learning rates, slanted triangular LR and gradual
-unfreezing come from `plmjax.finetune.transfer`: parameters are named so that its layer rules find
+unfreezing come from `plmjax.train.optim`: parameters are named so that its layer rules find
 them (`embed` -> layer 0, `rnn/layers_l` -> layer l + 1, the rest -> the top).
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ head.lm_coef = gamma_0, head.lm_coef_decay, head.lm_decay_every; experiments/rnn
 `from_awd_lstm` puts a pretrained AWD-LSTM LM (a ULMFiT run) inside SiATL (model.wrap = "siatl").
 
 Sequential unfreezing (the paper): first only the new layers train, then the pretrained LSTM layers
-join, then the embedding. Here it is `plmjax.finetune.transfer`'s gradual unfreezing over the layer
+join, then the embedding. Here it is `plmjax.train.optim`'s gradual unfreezing over the layer
 ids embed -> 0, lm/rnn/layers_l -> l + 1, task layers -> top, which thaws the pretrained LSTM layers
 one at a time from the top before the embedding.
 """

@@ -25,9 +25,17 @@ class Objective(Protocol):
   def loss(self, outputs: dict, prepared: dict) -> tuple[Array, dict]: ...
 
 
-def prepare_inputs(objective: Objective, batch: dict, key: Array, step: Array | None = None) -> dict:
+def prepare_inputs(objective: Objective, batch: dict, key: Array, step: Array | None = None,
+                   task: str | None = None) -> dict:
   """objective.prepare(batch, key), passing the train step to objectives that schedule on it
-  (`uses_step = True`, e.g. ERNIE's staged masking, staged.py)."""
+  (`uses_step = True`, e.g. ERNIE's staged masking, staged.py) and the static task name to
+  multi-task objectives (`uses_task = True`, fine-tuning's TaskObjective). `prepared` may hold
+  `apply_kwargs`: static keyword arguments of the model call (the task model's head)."""
+  kw = {}
   if getattr(objective, "uses_step", False):
-    return objective.prepare(batch, key, step=step)
-  return objective.prepare(batch, key)
+    kw["step"] = step
+  if getattr(objective, "uses_task", False):
+    kw["task"] = task
+  elif task is not None:
+    raise ValueError(f"objective {type(objective).__name__} is not multi-task (got task={task!r})")
+  return objective.prepare(batch, key, **kw)

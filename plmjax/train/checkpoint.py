@@ -5,7 +5,8 @@
     config   the run's config, as JSON (for reading; resuming uses the command-line config)
 
 Saves are asynchronous (the arrays are copied off the devices, then written in the background
-while training continues), keep the newest `keep` checkpoints, and are atomic: orbax writes into
+while training continues), keep the newest `keep` checkpoints (and, with `best_metric`, also the
+one with the best value of that eval metric: orbax's BestN preservation policy), and are atomic: orbax writes into
 a temporary folder and renames it when complete, so a run killed mid-save leaves the previous
 checkpoint as the latest. Restoring takes an abstract target (shapes, dtypes, shardings), so each
 device reads only its own shards.
@@ -26,23 +27,38 @@ from plmjax.train.state import TrainState
 
 class Checkpointer:
 
-  def __init__(self, directory: str, keep: int, async_save: bool = True):
+  def __init__(self, directory: str, keep: int, async_save: bool = True, best_metric: str = "",
+               best_mode: str = "max"):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           enable_async_checkpointing=async_save)
+    self.best_metric, self.best_mode = best_metric, best_mode
+    policy = ocp.checkpoint_managers.LatestN(keep)
+    if best_metric:
+      policy = ocp.checkpoint_managers.AnyPreservationPolicy([policy, ocp.checkpoint_managers.BestN(
+          get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min", n=1,
+          keep_checkpoints_without_metrics=False)])
+    best = dict(best_fn=lambda m: m[best_metric], best_mode=best_mode) if best_metric else {}
+    options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=async_save,
+                                           preservation_policy=policy, **best)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=("state", "data", "config"))
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
-  def save(self, step: int, state: TrainState, data_iter, config, force: bool = False) -> bool:
-    """Starts saving; returns once the state is off the devices and the iterator position taken."""
+  def best_step(self) -> Optional[int]:
+    """The step of the best checkpoint by `best_metric` (None without one)."""
+    return self.manager.best_step() if self.best_metric else None
+
+  def save(self, step: int, state: TrainState, data_iter, config, force: bool = False,
+           metrics: Optional[dict] = None) -> bool:
+    """Starts saving; returns once the state is off the devices and the iterator position taken.
+    `metrics` (the eval metrics of this step, if any) rank it for the best-checkpoint policy."""
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=grain.checkpoint.CheckpointSave(data_iter),
         config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())))
-    return self.manager.save(step, args=args, force=force)
+    metrics = {k: float(v) for k, v in metrics.items()} if metrics else None
+    return self.manager.save(step, args=args, force=force, metrics=metrics)
 
   def restore(self, step: int, target: TrainState, data_iter) -> TrainState:
     """Restores the state into `target`'s shapes / shardings and moves `data_iter` in place."""
@@ -80,13 +96,3 @@ def restore_params(path: str, key: str):
   _, step_dir = run_checkpoint(path, key)
   restored = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "state"))
   return restored["params"] if isinstance(restored, dict) else restored.params
-
-
-def tree_mismatches(expected, got) -> tuple[list, list, list]:
-  """Two param trees -> (missing, unexpected, shape mismatches): sorted leaf names ("['a']['b']"),
-  the last as "name: (got shape) vs (expected shape)". Empty lists: `got` fits `expected`."""
-  a = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(expected)}
-  b = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(got)}
-  bad = [f"{k}: {tuple(np.shape(b[k]))} vs {tuple(np.shape(a[k]))}"
-         for k in sorted(set(a) & set(b)) if np.shape(a[k]) != np.shape(b[k])]
-  return sorted(set(a) - set(b)), sorted(set(b) - set(a)), bad

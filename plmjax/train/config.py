@@ -6,13 +6,21 @@ A config is an `ml_collections.ConfigDict` with the sections
                except vocab_size (taken from the data's tokenizer) and dtype / param_dtype
     objective  plmjax.objectives.default_objective_config(name) with overrides
     data       plmjax.data.default_data_config() with overrides (path "" = built-in synthetic corpus)
-    optimizer  name, learning_rate, warmup_steps, decay, end_lr, b1, b2, eps, weight_decay
+    optimizer  name, learning_rate, warmup_steps, warmup_frac, decay, end_lr, b1, b2, eps,
+               weight_decay, stlr_cut_frac, stlr_ratio (plmjax.train.optim)
+    transfer   optional: mode, layer_decay, gradual_unfreezing, unfreeze_every, frozen (the
+               transfer links of the one optimizer builder, plmjax.train.optim)
     train      steps, batch_size (global), seed, log_every, checkpoint_every, eval_every,
                eval_steps, grad_accum, clip_norm, keep_checkpoints, prng_impl (threefry2x32 | rbg |
-               unsafe_rbg), init_from (a plmjax workdir or WORKDIR/checkpoints/<step>: a new run in
-               an empty workdir starts from its params, with a fresh optimizer and step 0; e.g.
-               BERT's length-512 phase after the length-128 one)
+               unsafe_rbg), init_from (a plmjax workdir, WORKDIR/checkpoints/<step>, or a Hugging
+               Face checkpoint folder: a new run in an empty workdir starts from its params, with a
+               fresh optimizer and step 0; e.g. BERT's length-512 phase after the length-128 one,
+               or continued pretraining from a public BERT), profile ("START:STOP": a jax.profiler
+               trace of those steps in WORKDIR/profile), best_metric / best_mode (keep the best
+               checkpoint by an eval metric beside the newest keep_checkpoints)
     mesh       data, fsdp, tensor (device counts; one may be -1 = the rest)
+Fine-tuning configs (plmjax.finetune.config) share the train, optimizer, transfer, mesh and dtype
+sections and add task / head / their own model and data sections.
     dtype      compute dtype: "auto" (bfloat16 on GPU/TPU, float32 on CPU) | "float32" | "bfloat16"
 
 Overrides are `--config.train.steps=10` (or `--config.train.steps 10`); the value is parsed with
@@ -78,10 +86,23 @@ def build_model(model_cfg, tokenizer, dtype: str):
 
 def train_section(**overrides) -> ml_collections.ConfigDict:
   """The `train` section with its defaults."""
-  d = dict(steps=1000, batch_size=32, seed=0, log_every=10, checkpoint_every=500, eval_every=500,
-           eval_steps=10, grad_accum=1, clip_norm=1.0, keep_checkpoints=3,
-           prng_impl="threefry2x32", init_from="")
-  return ml_collections.ConfigDict(_checked("train", d, overrides))
+  return ml_collections.ConfigDict(_checked("train", TRAIN_DEFAULTS, overrides))
+
+
+TRAIN_DEFAULTS = dict(steps=1000, batch_size=32, seed=0, log_every=10, checkpoint_every=500,
+                      eval_every=500, eval_steps=10, grad_accum=1, clip_norm=1.0, keep_checkpoints=3,
+                      prng_impl="threefry2x32", init_from="", init_resize="", profile="",
+                      best_metric="", best_mode="max")
+OPTIMIZER_DEFAULTS = dict(name="adamw", learning_rate=1e-4, warmup_steps=100, warmup_frac=0.0,
+                          decay="linear", end_lr=0.0, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01,
+                          stlr_cut_frac=0.1, stlr_ratio=32.0)
+TRANSFER_DEFAULTS = dict(mode="full", layer_decay=1.0, gradual_unfreezing=False, unfreeze_every=0,
+                         frozen=("^encoder/",))
+
+
+def transfer_section(**overrides) -> ml_collections.ConfigDict:
+  """The `transfer` section (plmjax.train.optim): how pretrained weights train."""
+  return ml_collections.ConfigDict(_checked("transfer", TRANSFER_DEFAULTS, overrides))
 
 
 # `train.prng_impl`: the jax.random implementation behind every key of a run (dropout, masks,
@@ -97,9 +118,7 @@ def apply_prng_impl(cfg) -> None:
 
 def optimizer_section(**overrides) -> ml_collections.ConfigDict:
   """The `optimizer` section (see plmjax.train.optim) with its defaults."""
-  d = dict(name="adamw", learning_rate=1e-4, warmup_steps=100, decay="linear", end_lr=0.0,
-           b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01)
-  return ml_collections.ConfigDict(_checked("optimizer", d, overrides))
+  return ml_collections.ConfigDict(_checked("optimizer", OPTIMIZER_DEFAULTS, overrides))
 
 
 def mesh_section(**overrides) -> ml_collections.ConfigDict:
@@ -184,7 +203,15 @@ def apply_override(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
       node = node[part]
   old = node[parts[-1]]
   if isinstance(old, ml_collections.ConfigDict):
-    raise ConfigError(f"config key {key!r} is a section, not a value; its keys: {sorted(old.keys())}")
+    try:                       # a whole section as a dict literal, e.g. --config.model.arch="{...}"
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = None
+    if not isinstance(value, dict):
+      raise ConfigError(f"config key {key!r} is a section, not a value; its keys: "
+                        f"{sorted(old.keys())} (or give the whole section as a dict literal)")
+    node[parts[-1]] = ml_collections.ConfigDict(value)
+    return
   try:
     node[parts[-1]] = _parse_value(text, old)
   except (ValueError, TypeError) as e:
@@ -221,7 +248,36 @@ def get_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Confi
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
   """One clear error for the first problem found."""
-  for section in ("model", "objective", "data", "optimizer", "train", "mesh"):
+  for section in ("model", "objective", "data"):
+    if section not in cfg:
+      raise ConfigError(f"config has no {section!r} section")
+  validate_engine_sections(cfg)
+  module = getattr(registry.SURVEY.get(cfg.model.name), "module", None)
+  if (getattr(module, "__name__", "") in LEARNED_POSITION_MODULES
+      and cfg.data.seq_len > cfg.model.get("max_len", cfg.data.seq_len)):
+    raise ConfigError(f"data.seq_len={cfg.data.seq_len} exceeds model.max_len={cfg.model.max_len} "
+                      f"(the size of {cfg.model.name}'s learned position table)")
+
+
+def parse_profile(spec: str) -> tuple[int, int] | None:
+  """train.profile "START:STOP" -> (START, STOP) (steps START .. STOP-1 are traced); "" -> None."""
+  if not spec:
+    return None
+  start, sep, stop = str(spec).partition(":")
+  try:
+    a, b = int(start), int(stop)
+  except ValueError:
+    a = b = -1
+  if not sep or a < 0 or b <= a:
+    raise ConfigError(f"train.profile={spec!r}: expected START:STOP with 0 <= START < STOP, e.g. 10:13")
+  return a, b
+
+
+def validate_engine_sections(cfg, steps_required: bool = True) -> None:
+  """The sections every run shares (train, optimizer, transfer, mesh, dtype): pretraining and
+  fine-tuning configs alike."""
+  from plmjax.train.optim import DECAYS, OPTIMIZERS
+  for section in ("optimizer", "train", "mesh"):
     if section not in cfg:
       raise ConfigError(f"config has no {section!r} section")
   for k in TRAIN_KEYS:
@@ -233,19 +289,30 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   for k in ("data", "fsdp", "tensor"):
     if k not in cfg.mesh:
       raise ConfigError(f"config has no mesh.{k}")
-  if cfg.get("dtype") not in DTYPES:
+  if cfg.get("dtype", "auto") not in DTYPES:
     raise ConfigError(f"dtype={cfg.get('dtype')!r}: expected one of {DTYPES}")
-  t = cfg.train
-  for k in ("steps", "batch_size", "log_every", "checkpoint_every", "eval_every", "grad_accum",
-            "keep_checkpoints"):
+  t, o = cfg.train, cfg.optimizer
+  positive = ["batch_size", "log_every", "checkpoint_every", "grad_accum", "keep_checkpoints"]
+  for k in (["steps", "eval_every"] if steps_required else []) + positive:
     if t[k] < 1:
       raise ConfigError(f"train.{k}={t[k]} must be >= 1")
   if t.get("prng_impl", "threefry2x32") not in PRNG_IMPLS:
     raise ConfigError(f"train.prng_impl={t.prng_impl!r}: expected one of {PRNG_IMPLS}")
   if t.batch_size % t.grad_accum:
     raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
-  module = getattr(registry.SURVEY.get(cfg.model.name), "module", None)
-  if (getattr(module, "__name__", "") in LEARNED_POSITION_MODULES
-      and cfg.data.seq_len > cfg.model.get("max_len", cfg.data.seq_len)):
-    raise ConfigError(f"data.seq_len={cfg.data.seq_len} exceeds model.max_len={cfg.model.max_len} "
-                      f"(the size of {cfg.model.name}'s learned position table)")
+  parse_profile(t.get("profile", ""))
+  if t.get("best_mode", "max") not in ("max", "min"):
+    raise ConfigError(f"train.best_mode={t.best_mode!r}: expected 'max' or 'min'")
+  if o.name not in OPTIMIZERS:
+    raise ConfigError(f"optimizer.name={o.name!r}: expected one of {OPTIMIZERS}")
+  if o.decay not in DECAYS:
+    raise ConfigError(f"optimizer.decay={o.decay!r}: expected one of {DECAYS}")
+  if "transfer" in cfg:
+    tr = cfg.transfer
+    for k in TRANSFER_DEFAULTS:
+      if k not in tr:
+        raise ConfigError(f"config has no transfer.{k}")
+    if tr.mode not in ("full", "features"):
+      raise ConfigError(f"transfer.mode={tr.mode!r}: expected 'full' or 'features'")
+    if not 0 < tr.layer_decay <= 1:
+      raise ConfigError(f"transfer.layer_decay={tr.layer_decay} must be in (0, 1]")

@@ -1,4 +1,10 @@
-"""The training loop: `train_and_evaluate(config, workdir)`, and `evaluate(config, workdir)`.
+"""The training loop, one for every run: `train_and_evaluate(config, workdir)`, and `evaluate`.
+
+Pretraining builds a `Run` (below); fine-tuning builds a `plmjax.finetune.run.FinetuneRun` (task
+data, task model, task objective) and goes through the same loop, step, checkpointer and logs.
+A run provides: state / shardings / mesh / checkpointer, `total_steps`, `train_iterator()` (a
+checkpointable iterator), `train(host_batch)`, `should_evaluate(done)`, `evaluate()`, `eval_split`,
+`init_params()` (train.init_from / model.init_from on a fresh start) and `finish(workdir)`.
 
     build      mesh, train data (its tokenizer sets the model's vocab_size), model, objective,
                optimizer, sharded TrainState, jitted train / eval steps; a model with
@@ -13,7 +19,10 @@
                  evaluate  (s+1) % eval_every == 0 or last: eval_steps batches of data.eval_split
                            (eval_steps = 0: no evaluation),
                            line {"split": "eval", "step": s+1, loss, perplexity, ...}
-                 save      (s+1) % checkpoint_every == 0 or last, or on SIGTERM (then exit)
+                 save      (s+1) % checkpoint_every == 0 or last, at an evaluation when the run
+                           keeps its best checkpoint (train.best_metric), or on SIGTERM (then exit)
+    profile    train.profile = "START:STOP": a jax.profiler trace of those steps in WORKDIR/profile
+               (TensorBoard / XProf / Perfetto), each step annotated
 
 A NaN / inf loss stops the run with an error naming the step (checked whenever metrics are
 fetched, i.e. at log steps). Train lines carry "step" = updates done before the measured step;
@@ -37,7 +46,8 @@ from jax.sharding import PartitionSpec as P
 from plmjax.data import build_dataset
 from plmjax.objectives import build_objective
 from plmjax.train import config as config_lib
-from plmjax.train.checkpoint import Checkpointer, restore_params, tree_mismatches
+from plmjax.train import init_from as init_lib
+from plmjax.train.checkpoint import Checkpointer
 from plmjax.train.mesh import BATCH_AXES, make_mesh, shard_batch
 from plmjax.train.optim import make_optimizer
 from plmjax.train.state import abstract_state, count_params, create_train_state
@@ -103,9 +113,13 @@ def with_perplexity(metrics: dict) -> dict:
 class Run:
   """Everything a config builds before the first step."""
 
+  eval_split = "eval"
+
   def __init__(self, config, workdir: str):
+    config = init_lib.adopt_checkpoint_architecture(config)      # HF train.init_from
     self.config, self.workdir = config, os.path.abspath(workdir)
     t = config.train
+    self.total_steps = t.steps
     self.mesh = make_mesh(config.mesh)
     self.process = dict(process_index=jax.process_index(), process_count=jax.process_count())
     self.train_data = build_dataset(config.data, split="train", global_batch_size=t.batch_size,
@@ -126,7 +140,29 @@ class Run:
                                       self.shardings, self.batch_shapes, grad_accum=t.grad_accum)
     self.eval_step = make_eval_step(self.model, self.objective, self.mesh, self.shardings,
                                     self.batch_shapes)
-    self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), t.keep_checkpoints)
+    self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), t.keep_checkpoints,
+                                     best_metric=t.get("best_metric", ""),
+                                     best_mode=t.get("best_mode", "max"))
+
+  def train_iterator(self):
+    return iter(self.train_data)
+
+  def train(self, host_batch: dict) -> tuple[dict, int]:
+    """One step on this process' rows -> (metrics on device, real tokens in the global batch)."""
+    tokens = int(np.sum(host_batch["attention_mask"])) * jax.process_count()
+    self.state, metrics = self.train_step(self.state, shard_batch(host_batch, self.mesh))
+    return metrics, tokens
+
+  def should_evaluate(self, done: int) -> bool:
+    t = self.config.train
+    return bool(t.eval_steps) and (done % t.eval_every == 0 or done == t.steps)
+
+  def describe(self) -> str:
+    return (f"model {self.config.model.name}: {count_params(self.state.params):,} params, vocab "
+            f"{self.model_config.vocab_size}, dtype {self.model_config.dtype}, mesh {dict(self.mesh.shape)}")
+
+  def finish(self) -> None:
+    """After the last step (not after a SIGTERM exit): nothing more for pretraining."""
 
   def model_state_init(self, config, batch_size: int) -> dict:
     """Recurrent models on "stream" data (row i continues row i of the previous batch) carry their
@@ -142,21 +178,26 @@ class Run:
                   model_state_specs={"rnn_state": P(BATCH_AXES)})
     return {}
 
-  def init_params_from(self, path: str) -> None:
-    """`train.init_from`: this run's params := another run's (same names and shapes), placed with
-    this run's shardings; the optimizer state and step stay fresh."""
-    loaded = restore_params(path, "train.init_from")
-    missing, unexpected, bad = tree_mismatches(self.state.params, loaded)
-    problems = ([f"missing {k}" for k in missing] + [f"unexpected {k}" for k in unexpected]
-                + [f"{k} (checkpoint vs here)" for k in bad])
-    if problems:
-      raise ValueError(f"train.init_from={path!r} does not fit this model ({len(problems)} problems): "
-                       + "; ".join(problems[:5]))
-    got = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(loaded)}
-    leaves = [np.asarray(got[jax.tree_util.keystr(k)], v.dtype)
-              for k, v in jax.tree_util.tree_leaves_with_path(self.state.params)]
-    params = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(self.state.params), leaves)
+  def init_params(self) -> None:
+    """`train.init_from` (a fresh run only): this run's params := another run's or a Hugging Face
+    checkpoint's where both have them (plmjax.train.init_from), placed with this run's
+    shardings; the optimizer state and step stay fresh."""
+    path = self.config.train.get("init_from", "")
+    if path:
+      self.load_params_into(path, "train.init_from")
+
+  def load_params_into(self, path: str, key: str, subtree: Optional[str] = None) -> None:
+    """Loads `path`'s params into this run's state (at `subtree` of the params, or the root)."""
+    loaded, source = init_lib.load_params(path, key)
+    fresh = jax.device_get(self.state.params)
+    target = fresh[subtree] if subtree else fresh
+    merged, report = init_lib.merge_params(target, loaded, source=path, key=key,
+                                           resize=self.config.train.get("init_resize", ""))
+    params = {**fresh, subtree: merged} if subtree else merged
     self.state = self.state.replace(params=jax.device_put(params, self.shardings.params))
+    self.init_report = report
+    if jax.process_index() == 0:
+      print(report.summary(source), flush=True)
 
   def restore_latest(self, data_iter) -> Optional[int]:
     step = self.checkpointer.latest_step()
@@ -208,38 +249,74 @@ def _check_finite(step: int, metrics: dict, workdir: str) -> None:
                              f"train.clip_norm)")
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the last metrics."""
+class _Profiler:
+  """train.profile = "START:STOP": jax.profiler trace of steps START .. STOP-1 in WORKDIR/profile."""
+
+  def __init__(self, spec: str, workdir: str):
+    self.window = config_lib.parse_profile(spec)
+    self.dir, self.active = os.path.join(workdir, "profile"), False
+
+  def step(self, step: int):
+    if self.window and step == self.window[0] and not self.active:
+      jax.profiler.start_trace(self.dir)
+      self.active = True
+    return jax.profiler.StepTraceAnnotation("train", step_num=step)
+
+  def after(self, step: int, state) -> None:
+    if self.active and step + 1 >= self.window[1]:
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      self.active = False
+      print(f"profile of steps {self.window[0]}..{self.window[1] - 1} written to {self.dir}", flush=True)
+
+  def close(self) -> None:
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False
+
+
+def build_run(config, workdir: str):
+  """The run a config describes: fine-tuning configs (a `task` key) build a FinetuneRun."""
+  if "task" in config:
+    from plmjax.finetune.run import FinetuneRun
+    return FinetuneRun(config, workdir)
+  return Run(config, workdir)
+
+
+def train_and_evaluate(config, workdir: str, run=None) -> dict:
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the last metrics
+  (the last train line, or the last evaluation where the run evaluates at its end)."""
   os.makedirs(workdir, exist_ok=True)
   config_lib.apply_prng_impl(config)
-  run = Run(config, workdir)
-  t = config.train
-  data_iter = iter(run.train_data)
+  run = run or build_run(config, workdir)
+  config, t = run.config, run.config.train
+  data_iter = run.train_iterator()
   start = run.restore_latest(data_iter) or 0
-  if not start and t.get("init_from"):
-    run.init_params_from(t.init_from)
+  if not start:
+    run.init_params()
   log = MetricsLog(run.workdir, resume_step=start if start else None)
   is_main = jax.process_index() == 0
   if is_main:
     with open(os.path.join(run.workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
-    print(f"model {config.model.name}: {count_params(run.state.params):,} params, vocab "
-          f"{run.model_config.vocab_size}, dtype {run.model_config.dtype}, mesh {dict(run.mesh.shape)}"
-          + (f"; resumed at step {start}" if start else ""), flush=True)
-    floor = run.train_data.info.get("entropy_floor_nats")
+    print(run.describe() + (f"; resumed at step {start}" if start else ""), flush=True)
+    floor = getattr(run, "train_data", None) and run.train_data.info.get("entropy_floor_nats")
     if floor:
       print(f"synthetic corpus entropy floor: {floor['per_token']:.3f} nats/token", flush=True)
 
-  preempt = _Preemption()
-  bar = tqdm.tqdm(total=t.steps, initial=start, disable=not is_main, dynamic_ncols=True)
-  last, tokens, t0 = {}, 0, time.perf_counter()
+  preempt, profiler = _Preemption(), _Profiler(t.get("profile", ""), run.workdir)
+  total = run.total_steps
+  bar = tqdm.tqdm(total=total, initial=start, disable=not is_main, dynamic_ncols=True)
+  last, last_eval, tokens, t0 = {}, None, 0, time.perf_counter()
   try:
-    for step in range(start, t.steps):
+    for step in range(start, total):
       host_batch = next(data_iter)
-      tokens += int(np.sum(host_batch["attention_mask"])) * jax.process_count()
-      run.state, metrics = run.train_step(run.state, shard_batch(host_batch, run.mesh))
+      with profiler.step(step):
+        metrics, n_tokens = run.train(host_batch)
+      profiler.after(step, run.state)
+      tokens += n_tokens
       done = step + 1
-      if step % t.log_every == 0 or done == t.steps:
+      if step % t.log_every == 0 or done == total:
         metrics = jax.device_get(metrics)
         _check_finite(step, metrics, run.workdir)
         elapsed = time.perf_counter() - t0
@@ -247,31 +324,41 @@ def train_and_evaluate(config, workdir: str) -> dict:
         bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_sec']:.0f}")
         tokens, t0 = 0, time.perf_counter()
       bar.update(1)
-      if t.eval_steps and (done % t.eval_every == 0 or done == t.steps):
+      evaluated = None
+      if run.should_evaluate(done):
         t_eval = time.perf_counter()
-        rec = log.write(done, run.evaluate(), split="eval")
-        bar.write(json.dumps(rec))
+        evaluated = run.evaluate()
+        last_eval = log.write(done, evaluated, split=run.eval_split)
+        bar.write(json.dumps(last_eval))
         t0 += time.perf_counter() - t_eval          # tokens/s counts training time only
-      if done % t.checkpoint_every == 0 or done == t.steps or preempt.requested:
-        run.checkpointer.save(done, run.state, data_iter, config, force=preempt.requested)
+      keep_best = evaluated is not None and run.checkpointer.best_metric
+      if done % t.checkpoint_every == 0 or done == total or preempt.requested or keep_best:
+        run.checkpointer.save(done, run.state, data_iter, config, force=preempt.requested,
+                              metrics=evaluated)
       if preempt.requested:
         run.checkpointer.wait()
         bar.write(f"SIGTERM: saved step {done} to {run.checkpointer.directory}; exiting")
         break
+    else:
+      run.checkpointer.wait()
+      run.finish()
   finally:
+    profiler.close()
     bar.close()
     preempt.restore()
     run.checkpointer.close()
     log.close()
-  return last
+  return last_eval if getattr(run, "returns_eval", False) and last_eval else last
 
 
 def evaluate(config, workdir: str) -> dict:
   """`plmjax eval`: evaluates the latest checkpoint in `workdir` (or the fresh init if none)."""
   config_lib.apply_prng_impl(config)
-  run = Run(config, workdir)
-  step = run.restore_latest(iter(run.train_data))
-  metrics = {"step": step or 0, "split": "eval", **run.evaluate()}
+  run = build_run(config, workdir)
+  step = run.restore_latest(run.train_iterator())
+  if hasattr(run, "write_test_predictions") and step is not None:
+    run.write_test_predictions()
+  metrics = {"step": step or 0, "split": run.eval_split, **run.evaluate()}
   run.checkpointer.close()
   if jax.process_index() == 0:
     with open(os.path.join(run.workdir, "eval.jsonl"), "a") as f:

@@ -46,10 +46,14 @@ def zeros_like_spec(tree):
   return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), tree)
 
 
-def param_shardings(model: nn.Module, example_inputs: dict, mesh: Mesh):
+def default_init(model: nn.Module, rngs: dict, inputs: dict):
+  return model.init(rngs, inputs, train=False)
+
+
+def param_shardings(model: nn.Module, example_inputs: dict, mesh: Mesh, init_fn=default_init):
   """Abstract (boxed) init -> NamedSharding per param, through the logical-axis rules."""
   abstract = jax.eval_shape(
-      lambda k: model.init({"params": k, "dropout": k}, zeros_like_spec(example_inputs), train=False),
+      lambda k: init_fn(model, {"params": k, "dropout": k}, zeros_like_spec(example_inputs)),
       jax.random.PRNGKey(0))
   specs = nn.get_partition_spec(abstract)["params"]
   return nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES)
@@ -58,17 +62,19 @@ def param_shardings(model: nn.Module, example_inputs: dict, mesh: Mesh):
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, example_inputs: dict,
                        mesh: Mesh, seed: int,
                        init_model_state: Optional[Callable[[], dict]] = None,
-                       model_state_specs: Optional[dict] = None):
+                       model_state_specs: Optional[dict] = None, init_fn=default_init):
   """-> (state, state_shardings). `example_inputs` is a model batch (arrays or ShapeDtypeStructs)
   with the global shapes the step will see. `init_model_state` builds the initial model_state,
-  placed by `model_state_specs` ({key: PartitionSpec}; replicated where not given)."""
+  placed by `model_state_specs` ({key: PartitionSpec}; replicated where not given).
+  `init_fn(model, rngs, inputs) -> variables` (default: model.init(rngs, inputs, train=False);
+  a multi-head task model initialises every head)."""
   replicated = NamedSharding(mesh, P())
-  p_shard = param_shardings(model, example_inputs, mesh)
+  p_shard = param_shardings(model, example_inputs, mesh, init_fn)
 
   def init(rng):
     params_rng, run_rng = jax.random.split(rng)
-    variables = model.init({"params": params_rng, "dropout": params_rng},
-                           zeros_like_spec(example_inputs), train=False)
+    variables = init_fn(model, {"params": params_rng, "dropout": params_rng},
+                        zeros_like_spec(example_inputs))
     params = nn.meta.unbox(variables["params"])
     model_state = init_model_state() if init_model_state else {}
     return TrainState(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params),
@@ -76,10 +82,11 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, examp
 
   rng = jax.random.PRNGKey(seed)
   abstract = jax.eval_shape(init, rng)
+  masked = lambda x: isinstance(x, optax.MaskedNode)   # noqa: E731 - frozen params (multi_transform)
   opt_shard = optax.tree_map_params(
-      tx, lambda _, s: s, abstract.opt_state, p_shard,
+      tx, lambda p, s: p if masked(p) else s, abstract.opt_state, p_shard,
       transform_non_params=lambda _: replicated,
-      is_leaf=lambda x: isinstance(x, NamedSharding))
+      is_leaf=lambda x: isinstance(x, NamedSharding) or masked(x))
   shardings = TrainState(step=replicated, params=p_shard, opt_state=opt_shard, rng=replicated,
                          model_state={k: NamedSharding(mesh, (model_state_specs or {}).get(k, P()))
                                       for k in abstract.model_state})

@@ -15,6 +15,11 @@ batch [B, ...] is viewed as [B/A, A, ...] and microbatch j is rows j, A + j, 2A 
 every device keeps its own rows (no reshuffle across the batch shards). Gradients, loss and metrics
 are averaged over the microbatches, so the logged loss is per global batch.
 
+Multi-task runs (MT-DNN fine-tuning) pass the batch's task as a static argument,
+`train_step(state, batch, task="sst2")`: the objective's `prepare` receives it and returns
+`apply_kwargs` for the model call (the task model's head), so each (task, batch shape) pair compiles
+once. Single-task and pretraining runs pass nothing.
+
 Model state (`state.model_state`, e.g. Transformer-XL's {"mems": [L, B, M, E]}) is threaded
 through: its entries join the model inputs, and the same keys of the model's outputs, with the
 gradient stopped, become the next step's model state.
@@ -39,9 +44,9 @@ from plmjax.train.state import TrainState
 
 def _on_mesh(fn: Callable, mesh: Mesh) -> Callable:
   """Calls (and therefore traces) `fn` with the mesh and logical rules active."""
-  def call(*args):
+  def call(*args, task=None):
     with activate(mesh):
-      return fn(*args)
+      return fn(*args) if task is None else fn(*args, task)     # task: static, positional
   call.jitted = fn
   return call
 
@@ -67,39 +72,42 @@ def make_train_step(model: nn.Module, objective, tx: optax.GradientTransformatio
   """-> train_step(state, batch) -> (state, metrics), jitted with the state donated.
   `batch_shapes`: {name: array or ShapeDtypeStruct} of the global data batch."""
 
-  def loss_fn(params, batch, key, step, model_state):
+  def loss_fn(params, batch, key, step, model_state, task=None):
     prep_key, drop_key = jax.random.split(key)
-    prepared = prepare_inputs(objective, batch, prep_key, step)
+    prepared = prepare_inputs(objective, batch, prep_key, step, task=task)
     inputs = {**prepared["inputs"], **model_state}                     # e.g. TXL "mems"
-    outputs = model.apply({"params": params}, inputs, train=True, rngs={"dropout": drop_key})
+    outputs = model.apply({"params": params}, inputs, train=True, rngs={"dropout": drop_key},
+                          **prepared.get("apply_kwargs", {}))
     loss, metrics = objective.loss(outputs, prepared)
     new_model_state = {k: jax.lax.stop_gradient(outputs[k]) for k in model_state}
     return loss, (metrics, new_model_state)
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def accumulate(params, batch, key, step):
+  def accumulate(params, batch, key, step, task):
     micro = split_microbatches(batch, grad_accum, mesh)                      # [A, B/A, ...]
     first = jax.tree.map(lambda x: x[0], micro)
-    (l_shape, (m_shape, _)), g_shape = jax.eval_shape(grad_fn, params, first, key, step, {})
+    (l_shape, (m_shape, _)), g_shape = jax.eval_shape(
+        lambda *a: grad_fn(*a, task=task), params, first, key, step, {})
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (g_shape, l_shape, m_shape))
 
     def body(carry, xs):
       j, mb = xs
-      (loss, (metrics, _)), grads = grad_fn(params, mb, jax.random.fold_in(key, j), step, {})
+      (loss, (metrics, _)), grads = grad_fn(params, mb, jax.random.fold_in(key, j), step, {},
+                                            task=task)
       return jax.tree.map(jnp.add, carry, (grads, loss, metrics)), None
 
     (grads, loss, metrics), _ = jax.lax.scan(body, zeros, (jnp.arange(grad_accum), micro))
     grads, loss, metrics = jax.tree.map(lambda x: x / grad_accum, (grads, loss, metrics))
     return (loss, (metrics, {})), grads
 
-  def step(state: TrainState, batch: dict):
+  def step(state: TrainState, batch: dict, task=None):
     key = jax.random.fold_in(state.rng, state.step)
     if grad_accum > 1:
-      (loss, (metrics, model_state)), grads = accumulate(state.params, batch, key, state.step)
+      (loss, (metrics, model_state)), grads = accumulate(state.params, batch, key, state.step, task)
     else:
       (loss, (metrics, model_state)), grads = grad_fn(state.params, batch, key, state.step,
-                                                      state.model_state)
+                                                      state.model_state, task=task)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads),
@@ -114,25 +122,31 @@ def make_train_step(model: nn.Module, objective, tx: optax.GradientTransformatio
 
   replicated = NamedSharding(mesh, P())
   jitted = jax.jit(step, in_shardings=(state_shardings, batch_shardings(mesh, batch_shapes)),
-                   out_shardings=(state_shardings, replicated), donate_argnums=0)
+                   out_shardings=(state_shardings, replicated), donate_argnums=0,
+                   static_argnums=(2,))
   return _on_mesh(jitted, mesh)
 
 
 def make_eval_step(model: nn.Module, objective, mesh: Mesh, state_shardings: TrainState,
-                   batch_shapes: dict) -> Callable:
-  """-> eval_step(params, batch, key) -> metrics (dropout off; `key` drives the objective's
-  masking, fixed per eval batch so that evaluations are comparable across steps)."""
+                   batch_shapes: dict, predictions: bool = False) -> Callable:
+  """-> eval_step(params, batch, key[, task=...]) -> metrics (dropout off; `key` drives the
+  objective's masking, fixed per eval batch so that evaluations are comparable across steps).
+  `predictions=True`: returns `objective.predictions(outputs, prepared)` instead (per-row arrays
+  for the host to score: label ids, tag ids, span logits; fine-tuning's dev and test sets)."""
 
-  def step(params, batch, key):
-    prepared = prepare_inputs(objective, batch, key)          # staged objectives: last stage
-    outputs = model.apply({"params": params}, prepared["inputs"], train=False)
+  def step(params, batch, key, task=None):
+    prepared = prepare_inputs(objective, batch, key, task=task)   # staged objectives: last stage
+    outputs = model.apply({"params": params}, prepared["inputs"], train=False,
+                          **prepared.get("apply_kwargs", {}))
+    if predictions:
+      return objective.predictions(outputs, prepared)
     loss, metrics = objective.loss(outputs, prepared)
     return {**metrics, "loss": loss}
 
   replicated = NamedSharding(mesh, P())
   jitted = jax.jit(step, in_shardings=(state_shardings.params, batch_shardings(mesh, batch_shapes),
                                        replicated),
-                   out_shardings=replicated)
+                   out_shardings=replicated, static_argnums=(3,))
   return _on_mesh(jitted, mesh)
 
 
