@@ -171,5 +171,44 @@ def test_profile_writes_a_trace(tmp_path):
   train_and_evaluate(cfg, str(tmp_path))
   traces = glob.glob(str(tmp_path / "profile" / "**" / "*.xplane.pb"), recursive=True)
   assert traces and os.path.getsize(traces[0]) > 1000
+  import gzip
+  perfetto = glob.glob(str(tmp_path / "profile" / "**" / "perfetto_trace.json.gz"), recursive=True)
+  events = json.load(gzip.open(perfetto[0]))["traceEvents"]
+  steps = sorted({int(e["args"]["step_num"]) for e in events
+                  if e.get("name") == "train" and "step_num" in e.get("args", {})})
+  assert steps == [1, 2], steps          # the annotated steps of the window 1:3
   with pytest.raises(config_lib.ConfigError, match="train.profile='3:1'"):
     config_lib.get_config(f"{ROOT}/experiments/bert.py:tiny", ["--config.train.profile=3:1"])
+
+
+EIGHT_DEVICES = """
+import sys
+import jax
+from plmjax.finetune.main import finetune, load
+assert jax.device_count() == 8, jax.devices()
+finetune(load(sys.argv[1], sys.argv[3:]), sys.argv[2])
+"""
+
+
+@needs_data
+def test_finetune_on_eight_devices_and_with_grad_accum_matches_one_device(tmp_path, minilm):
+  """data=2 x fsdp=2 x tensor=2 on 8 fake CPU devices, and train.grad_accum=2 (no dropout, so the
+  mean of the two microbatch gradients is the batch gradient): the same curve as one device."""
+  base = finetune_cmd(tmp_path / "one", minilm)[8:] + [
+      "--config.train.epochs=1", "--config.data.max_train_examples=32", "--config.data.max_eval_examples=16",
+      "--config.model.dropout_rate=0.0", "--config.head.dropout=0.0"]
+  run([sys.executable, "-m", "plmjax.cli", "finetune", "--config", "experiments/finetune.py:sst2",
+       "--workdir", str(tmp_path / "one"), *base])
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  mesh = ["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2"]
+  out = subprocess.run([sys.executable, "-c", EIGHT_DEVICES, "experiments/finetune.py:sst2",
+                        str(tmp_path / "eight"), *base, *mesh], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  run([sys.executable, "-m", "plmjax.cli", "finetune", "--config", "experiments/finetune.py:sst2",
+       "--workdir", str(tmp_path / "accum"), *base, "--config.train.grad_accum=2"])
+  curves = {n: [r["loss"] for r in read_metrics(tmp_path / n) if "split" not in r]
+            for n in ("one", "eight", "accum")}
+  assert len(curves["one"]) == 4
+  np.testing.assert_allclose(curves["eight"], curves["one"], rtol=0, atol=1e-4)
+  np.testing.assert_allclose(curves["accum"], curves["one"], rtol=0, atol=1e-4)

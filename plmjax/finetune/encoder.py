@@ -12,8 +12,8 @@
     (training from scratch: the baseline that pretraining must beat).
 
 With a plmjax run, `model.arch` overrides fields of the run's model config (they must still fit the
-checkpoint), and layers the checkpoint does not have are added, randomly initialised (`new_layers`,
-whole top-level subtrees only): a SiATL LM run gets its classifier (task LSTM + self-attention),
+checkpoint), and layers the checkpoint does not have are added, randomly initialised (listed when
+the run loads them): a SiATL LM run gets its classifier (task LSTM + self-attention),
 `model.wrap = "siatl"` puts a ULMFiT (AWD-LSTM) LM inside SiATL, `model.arch.classifier_hidden=50`
 adds ULMFiT's 50-unit layer.
 
@@ -43,7 +43,6 @@ class Encoder:
   params: Optional[dict]        # None: random init (the task model's init provides them)
   num_layers: int
   source: str
-  new_layers: tuple = ()        # top-level encoder subtrees not in `params` (random init)
 
 
 def _model_type(module) -> str:
@@ -105,7 +104,7 @@ def load_encoder(cfg, tokenizer) -> Encoder:
   keep_lm = float(cfg.head.lm_coef) > 0
   if m.wrap and is_hf_folder(path):        # (fconfig.validate checks the value and init_from)
     raise ValueError(f"model.wrap={m.wrap!r} needs model.init_from = a plmjax LM run (a ulmfit workdir)")
-  overrides, new_layers = {}, ()
+  overrides = {}
   if m.dropout_rate >= 0:
     overrides = dict(dropout_rate=float(m.dropout_rate), attention_dropout_rate=float(m.dropout_rate))
   if path and is_hf_folder(path):
@@ -118,7 +117,7 @@ def load_encoder(cfg, tokenizer) -> Encoder:
     module, params = load_plmjax(path, tokenizer)
     if overrides:
       module = module.clone(config=module.config.replace(**overrides))
-    module, params, new_layers = adapt_pretrained(module, params, m)
+    module, params = adapt_pretrained(module, params, m)
     source = f"plmjax:{path}" + (f" in {m.wrap}" if m.wrap else "")
   else:
     from plmjax.train.config import build_model, model_section
@@ -131,7 +130,7 @@ def load_encoder(cfg, tokenizer) -> Encoder:
     raise ValueError(f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} ids but the model's "
                      f"vocabulary has {module.config.vocab_size} (data.tokenizer does not fit model.init_from)")
   module, params = _strip_heads(module, params, keep_lm)
-  return Encoder(module, params, int(module.config.num_layers), source, new_layers)
+  return Encoder(module, params, int(module.config.num_layers), source)
 
 
 def add_framing_tokens(enc: Encoder, seed: int = 0) -> tuple[Encoder, tuple[int, int, int]]:
@@ -155,8 +154,9 @@ def check_vocab_fits(ids_max: int, enc: Encoder):
 
 
 def adapt_pretrained(module, params: dict, model_cfg):
-  """A plmjax run's (module, params) -> the fine-tuning encoder (module, params, new_layers): the
-  `model.wrap` model around it, SiATL's classifier switched on, `model.arch` overrides applied."""
+  """A plmjax run's (module, params) -> the fine-tuning encoder (module, params): the `model.wrap`
+  model around it, SiATL's classifier switched on, `model.arch` overrides applied. Layers the
+  checkpoint lacks start fresh when the run loads it (plmjax.train.init_from.merge_params)."""
   from plmjax.models.siatl import Siatl, from_awd_lstm
   arch = dict(model_cfg.arch)
   if model_cfg.wrap == "siatl":
@@ -173,9 +173,4 @@ def adapt_pretrained(module, params: dict, model_cfg):
     if bad:
       raise ValueError(f"model.arch.{bad[0]}: {type(module.config).__name__} has no such field")
     module = module.clone(config=module.config.replace(**arch))
-  if _model_type(module) not in RNN_LMS:
-    return module, params, ()
-  ids = jnp.zeros((1, 4), jnp.int32)
-  abstract = jax.eval_shape(lambda k: module.init(k, {"input_ids": ids, "attention_mask": ids + 1}),
-                            jax.random.key(0))["params"]
-  return module, params, tuple(sorted(set(abstract) - set(params)))
+  return module, params

@@ -18,8 +18,6 @@ import os
 from typing import Optional
 
 import grain
-import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 from plmjax.train.state import TrainState

@@ -250,7 +250,9 @@ def _check_finite(step: int, metrics: dict, workdir: str) -> None:
 
 
 class _Profiler:
-  """train.profile = "START:STOP": jax.profiler trace of steps START .. STOP-1 in WORKDIR/profile."""
+  """train.profile = "START:STOP": jax.profiler trace of steps START .. STOP-1 in WORKDIR/profile
+  (an XProf .xplane.pb for TensorBoard / XProf, and perfetto_trace.json.gz for ui.perfetto.dev),
+  each step a "train" StepTraceAnnotation."""
 
   def __init__(self, spec: str, workdir: str):
     self.window = config_lib.parse_profile(spec)
@@ -258,7 +260,7 @@ class _Profiler:
 
   def step(self, step: int):
     if self.window and step == self.window[0] and not self.active:
-      jax.profiler.start_trace(self.dir)
+      jax.profiler.start_trace(self.dir, create_perfetto_trace=True)   # + perfetto_trace.json.gz
       self.active = True
     return jax.profiler.StepTraceAnnotation("train", step_num=step)
 
