@@ -27,8 +27,11 @@ from plmjax.convert.mapping import CheckpointError
 
 CONVERTERS: dict[str, Callable] = {}
 EXPORTERS: dict[str, Callable] = {}
+# config.json model_type -> the plmjax registry model an import builds
+REGISTRY_NAME = {"bert": "bert", "roberta": "roberta", "ernie": "ernie1", "openai-gpt": "gpt1",
+                 "gpt2": "gpt2", "transfo-xl": "transformer_xl", "xlnet": "xlnet"}
 
-__all__ = ["CONVERTERS", "EXPORTERS", "CheckpointError", "register", "register_export", "read_config",
+__all__ = ["CONVERTERS", "EXPORTERS", "REGISTRY_NAME", "CheckpointError", "register", "register_export", "read_config",
            "read_state", "from_hf", "to_hf", "activation", "hf_activation"]
 
 

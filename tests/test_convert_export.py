@@ -1,0 +1,216 @@
+"""Export to Hugging Face and run folders (`plmjax convert`), fp32:
+
+* tiny plmjax runs, trained 2 steps, exported with `plmjax convert RUN HF_DIR`, load in transformers'
+  `from_pretrained` with logits within 1e-4 of plmjax's on the same input (and the tokenizer loads
+  in AutoTokenizer with the same ids as plmjax's);
+* HF -> plmjax -> HF gives back every tensor bit for bit (all families);
+* HF -> plmjax run folder -> `plmjax eval`, `load_plmjax`, and back to HF, tensors identical.
+"""
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tests.hf_reference import (bert_config, gpt1_config, gpt2_config, random_batch, randomize,
+                                roberta_config, save, torch, transformers)
+from tests.test_ernie_parity import ernie_config
+from tests.test_txl_parity import txl_module  # noqa: F401  (fixture)
+from plmjax import cli
+from plmjax.convert import CheckpointError, from_hf, to_hf
+from plmjax.convert.hf import REGISTRY_NAME
+from plmjax.finetune.encoder import load_plmjax, plmjax_tokenizer
+from plmjax.train.config import get_config
+from plmjax.train.loop import train_and_evaluate
+
+TOL = 1e-4
+FAST = ["--config.train.steps=2", "--config.train.batch_size=4", "--config.train.log_every=1",
+        "--config.train.checkpoint_every=2", "--config.train.eval_steps=0",
+        "--config.data.synthetic.num_docs=200", "--config.data.synthetic.eval_docs=20"]
+SMALL_BERT = ["--config.model.hidden_size=32", "--config.model.mlp_dim=64", "--config.model.num_heads=4"]
+
+# experiment, extra overrides, transformers class
+RUNS = {
+    "bert": ("bert", [], "BertForPreTraining"),
+    "roberta": ("roberta", [], "RobertaForMaskedLM"),
+    "spanbert": ("spanbert", SMALL_BERT, "BertForMaskedLM"),
+    "ernie1": ("ernie1", SMALL_BERT + ["--config.model.task_type_vocab_size=3"], "ErnieForPreTraining"),
+    "gpt1": ("gpt1", ["--config.model.mlp_dim=128"], "OpenAIGPTLMHeadModel"),
+    "gpt2": ("gpt2", [], "GPT2LMHeadModel"),
+    "transformer_xl": ("transformer_xl", ["--config.model.cutoffs=(30,)", "--config.model.div_val=2",
+                                          "--config.model.embed_size=16"], "TransfoXLLMHeadModel"),
+    "xlnet": ("xlnet", [], "XLNetLMHeadModel"),
+}
+
+
+def _train(workdir, name, extra):
+  cfg = get_config(f"experiments/{name}.py:tiny", FAST + extra)
+  train_and_evaluate(cfg, str(workdir))
+  return cfg
+
+
+def _max_diff(ours, theirs):
+  ours, theirs = np.asarray(ours), theirs.detach().numpy()
+  assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
+  return float(np.abs(ours - theirs).max())
+
+
+@pytest.mark.parametrize("case", sorted(RUNS))
+def test_trained_run_exports_to_transformers(tmp_path, case, request):
+  name, extra, cls_name = RUNS[case]
+  if case == "transformer_xl":
+    request.getfixturevalue("txl_module")
+  run, hf_dir = tmp_path / "run", tmp_path / "hf"
+  cfg = _train(run, name, extra)
+  assert cli.main(["convert", str(run), str(hf_dir)]) == 0
+  hf_config = json.loads((hf_dir / "config.json").read_text())
+  assert hf_config["architectures"] == [cls_name]
+
+  tokenizer = plmjax_tokenizer(str(run))
+  module, params = load_plmjax(str(run), tokenizer)
+  ref = getattr(transformers, cls_name).from_pretrained(str(hf_dir)).eval()
+  ids, mask, tt = random_batch(3, vocab=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
+  ids[:, 0] = tokenizer.cls_id if tokenizer.cls_id is not None else ids[:, 0]
+  batch = {"input_ids": jnp.asarray(ids, jnp.int32)}
+  kw = {"input_ids": torch.tensor(ids)}
+  if name in ("bert", "roberta", "spanbert", "ernie1"):
+    batch["attention_mask"], kw["attention_mask"] = jnp.asarray(mask, jnp.int32), torch.tensor(mask)
+    if cfg.model.type_vocab_size > 1:
+      batch["token_type_ids"], kw["token_type_ids"] = jnp.asarray(tt, jnp.int32), torch.tensor(tt)
+  if name == "ernie1":
+    task = np.random.default_rng(0).integers(0, 3, size=ids.shape)
+    batch["task_type_ids"], kw["task_type_ids"] = jnp.asarray(task, jnp.int32), torch.tensor(task)
+  ours = module.apply({"params": params}, batch, train=False)
+  with torch.no_grad():
+    out = ref(**kw)
+  diffs = {}
+  if name == "transformer_xl":
+    diffs["logits"] = _max_diff(ours["logits"], out.prediction_scores)
+    with torch.no_grad():                       # a second segment over the memories
+      out2 = ref(input_ids=torch.tensor(ids), mems=out.mems)
+    ours2 = module.apply({"params": params}, {**batch, "mems": ours["mems"]}, train=False)
+    diffs["logits (segment 2)"] = _max_diff(ours2["logits"], out2.prediction_scores)
+  elif cls_name.endswith("ForPreTraining"):
+    diffs["logits"] = _max_diff(ours["logits"], out.prediction_logits)
+    diffs["nsp"] = _max_diff(ours["nsp_logits"], out.seq_relationship_logits)
+  else:
+    m = mask.astype(bool)[..., None] if "attention_mask" in batch else True
+    diffs["logits"] = _max_diff(np.where(m, ours["logits"], 0), out.logits * torch.tensor(m))
+  assert max(diffs.values()) <= TOL, diffs
+
+  # the tokenizer goes along: AutoTokenizer reads it and encodes text to plmjax's ids
+  auto = transformers.AutoTokenizer.from_pretrained(str(hf_dir))
+  text = "the cat sat on the mat"
+  assert auto(text, add_special_tokens=False)["input_ids"] == tokenizer.encode(text)
+  assert auto.pad_token_id == tokenizer.pad_id
+
+
+ROUND_TRIPS = {
+    "bert_pretraining": lambda: transformers.BertForPreTraining(bert_config()),
+    "bert_model": lambda: transformers.BertModel(bert_config()),
+    "roberta_mlm": lambda: transformers.RobertaForMaskedLM(roberta_config()),
+    "ernie_task_id": lambda: transformers.ErnieForPreTraining(ernie_config(use_task_id=True)),
+    "openai_gpt": lambda: transformers.OpenAIGPTLMHeadModel(gpt1_config()),
+    "gpt2": lambda: transformers.GPT2LMHeadModel(gpt2_config()),
+    "xlnet": lambda: transformers.XLNetLMHeadModel(transformers.XLNetConfig(
+        vocab_size=80, d_model=32, n_layer=2, n_head=4, d_inner=64, mem_len=8)),
+    "transfo_xl_adaptive": lambda: transformers.TransfoXLLMHeadModel(transformers.TransfoXLConfig(
+        vocab_size=60, d_model=32, n_head=4, d_head=8, d_inner=64, n_layer=2, cutoffs=[10, 30],
+        d_embed=32, div_val=2, mem_len=6)),
+    "transfo_xl_shared_r": lambda: transformers.TransfoXLLMHeadModel(transformers.TransfoXLConfig(
+        vocab_size=60, d_model=32, n_head=4, d_head=8, d_inner=64, n_layer=2, cutoffs=[20],
+        d_embed=16, div_val=1, untie_r=False, pre_lnorm=True, mem_len=4)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ROUND_TRIPS))
+def test_hf_round_trip_is_exact(tmp_path, case):
+  ref = randomize(ROUND_TRIPS[case](), seed=2)
+  src = save(ref, tmp_path / "src", safe=case != "transfo_xl_shared_r")
+  module, params = from_hf(src)
+  name = REGISTRY_NAME[ref.config.model_type]
+  to_hf(name, module.config, params, str(tmp_path / "out"))
+  back = type(ref).from_pretrained(str(tmp_path / "out")).eval()
+  want, got = ref.state_dict(), back.state_dict()
+  assert sorted(want) == sorted(got)
+  differ = [k for k in want if not torch.equal(want[k], got[k])]
+  assert not differ, differ
+  # and the exported file holds every tensor of the original file (tied copies may be added)
+  from safetensors.numpy import load_file
+  out = load_file(str(tmp_path / "out" / "model.safetensors"))
+  if os.path.isfile(os.path.join(src, "model.safetensors")):
+    orig = load_file(os.path.join(src, "model.safetensors"))
+    orig.pop("transformer.pos_emb.inv_freq", None)   # Transformer-XL's constant buffer, rebuilt by HF
+    assert set(orig) <= set(out), sorted(set(orig) - set(out))
+    assert all(np.array_equal(orig[k], out[k]) for k in orig)
+
+
+def _wordpiece_folder(path, vocab_size):
+  """A WordPiece vocab.txt of exactly `vocab_size` tokens (BERT's specials first)."""
+  words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat"]
+  words += [f"w{i}" for i in range(vocab_size - len(words))]
+  os.makedirs(path, exist_ok=True)
+  (path / "vocab.txt").write_text("\n".join(words) + "\n")
+
+
+def test_hf_folder_to_run_and_back(tmp_path, capsys):
+  ref = randomize(transformers.BertForPreTraining(bert_config()), seed=4)
+  src = tmp_path / "hf"
+  save(ref, src)
+  _wordpiece_folder(src, ref.config.vocab_size)
+  run = tmp_path / "run"
+  assert cli.main(["convert", str(src), str(run)]) == 0
+  assert (run / "checkpoints" / "0" / "state").is_dir()
+
+  # load_plmjax rebuilds the model from the run's config and tokenizer: same outputs as from_hf
+  tokenizer = plmjax_tokenizer(str(run))
+  assert tokenizer.vocab_size == ref.config.vocab_size
+  module, params = load_plmjax(str(run), tokenizer)
+  direct, direct_params = from_hf(str(src))
+  ids, mask, tt = random_batch(5)
+  batch = {"input_ids": jnp.asarray(ids, jnp.int32), "attention_mask": jnp.asarray(mask, jnp.int32),
+           "token_type_ids": jnp.asarray(tt, jnp.int32)}
+  np.testing.assert_array_equal(module.apply({"params": params}, batch)["logits"],
+                                direct.apply({"params": direct_params}, batch)["logits"])
+
+  # plmjax eval takes the run (its own config.py)
+  capsys.readouterr()
+  assert cli.main(["eval", "--config", str(run / "config.py"), "--workdir", str(run),
+                   "--config.train.eval_steps=1", "--config.train.batch_size=4",
+                   "--config.data.synthetic.num_docs=200", "--config.data.synthetic.eval_docs=20"]) == 0
+  metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert metrics["step"] == 0 and np.isfinite(metrics["loss"])
+
+  # and back to HF: every tensor as it was
+  back_dir = tmp_path / "back"
+  assert cli.main(["convert", str(run), str(back_dir)]) == 0
+  back = transformers.BertForPreTraining.from_pretrained(str(back_dir))
+  want, got = ref.state_dict(), back.state_dict()
+  assert [k for k in want if not torch.equal(want[k], got[k])] == []
+
+
+def test_hf_folder_without_matching_tokenizer_is_refused(tmp_path):
+  src = tmp_path / "hf"
+  save(randomize(transformers.BertForMaskedLM(bert_config())), src)
+  with pytest.raises(CheckpointError, match="no tokenizer"):
+    cli.main(["convert", str(src), str(tmp_path / "run")])
+  _wordpiece_folder(src, 50)
+  with pytest.raises(CheckpointError, match="50 ids but the model's vocab_size is 120"):
+    cli.main(["convert", str(src), str(tmp_path / "run2")])
+
+
+def test_export_refuses_what_hf_cannot_hold(tmp_path):
+  from plmjax.models.gpt import gpt1
+  module_cfg = gpt1(vocab_size=50, hidden_size=16, num_layers=1, num_heads=2, mlp_dim=48, max_len=8)
+  from plmjax.models.gpt import GPT
+  params = GPT(module_cfg).init(__import__("jax").random.key(0), {"input_ids": jnp.zeros((1, 4), jnp.int32)})
+  import flax.linen as nn
+  params = nn.meta.unbox(params["params"])
+  with pytest.raises(CheckpointError, match="mlp_dim=48 must be 4 \\* hidden_size"):
+    to_hf("gpt1", module_cfg, params, str(tmp_path / "out"))
+  with pytest.raises(CheckpointError, match="no Hugging Face export"):
+    to_hf("elmo", module_cfg, params, str(tmp_path / "out"))
+  extra = {**params, "surprise": {"kernel": np.zeros((2, 2), np.float32)}}
+  with pytest.raises(CheckpointError, match="surprise/kernel"):
+    to_hf("gpt1", module_cfg.replace(mlp_dim=64), extra, str(tmp_path / "out"))
