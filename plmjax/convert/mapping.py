@@ -42,14 +42,13 @@ class Transform:
   forward: Callable
   inverse: Callable
   outputs: int = 1
+  multi: bool = False        # forward gives a list of `outputs` arrays (a split), inverse takes one
 
   def then(self, other: "Transform") -> "Transform":
-    if self.outputs != 1:
+    if self.multi:
       raise ValueError("a split transform must come last")
-    if other.outputs == 1:
-      return Transform(lambda x: other.forward(self.forward(x)), lambda y: self.inverse(other.inverse(y)))
-    return Transform(lambda x: other.forward(self.forward(x)), lambda ys: self.inverse(other.inverse(ys)),
-                     other.outputs)
+    return Transform(lambda x: other.forward(self.forward(x)), lambda y: self.inverse(other.inverse(y)),
+                     other.outputs, other.multi)
 
 
 IDENTITY = Transform(lambda x: x, lambda y: y)
@@ -88,7 +87,7 @@ def split(sizes_or_count, axis: int = -1, each: Transform = IDENTITY) -> Transfo
   def forward(x):
     parts = np.split(x, k if cuts is None else cuts, axis=axis)
     return [each.forward(p) for p in parts]
-  return Transform(forward, lambda ys: np.concatenate([each.inverse(y) for y in ys], axis=axis), k)
+  return Transform(forward, lambda ys: np.concatenate([each.inverse(y) for y in ys], axis=axis), k, True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -145,7 +144,7 @@ class StateMapper:
     if self.exporting:
       values = [self._read(p, layer) for p in paths]
       if all(v is not None for v in values):
-        self.out[hf] = np.ascontiguousarray(t.inverse(values[0] if t.outputs == 1 else values))
+        self.out[hf] = np.ascontiguousarray(t.inverse(values if t.multi else values[0]))
       return
     key = next((k for k in (hf,) + tuple(alias) if k in self.state), None)
     if key is None:
@@ -159,7 +158,7 @@ class StateMapper:
       x = self.state[key]
       x = x.astype(np.float32) if x.dtype != np.float32 else x
       values = t.forward(x)
-      values = [values] if t.outputs == 1 else values
+      values = values if t.multi else [values]
     for p, v in zip(paths, values):
       if layer is None:
         self.params[p] = v

@@ -150,10 +150,7 @@ def run_config_for(name: str, model_config, tokenizer_path: str):
 
 def import_run(src: str, dst: str) -> str:
   """Hugging Face folder `src` -> plmjax run folder `dst` (see the module docstring)."""
-  import jax
   from plmjax.data.tokenizer import load_tokenizer
-  from plmjax.train.checkpoint import tree_mismatches
-  from plmjax.train.loop import Run
   hf_config = read_config(src)
   name = REGISTRY_NAME.get(hf_config.get("model_type"))
   if name is None:
@@ -178,23 +175,32 @@ def import_run(src: str, dst: str) -> str:
     raise CheckpointError(f"{src}: the tokenizer's pad id {tokenizer.pad_id} != config.json pad_token_id "
                           f"{mc.pad_token_id} (RoBERTa positions count from it)")
   cfg = run_config_for(name, mc, tok_dir)
+  with open(os.path.join(dst, "config.py"), "w", encoding="utf-8") as f:
+    f.write(CONFIG_PY.format(run=dst))
+  write_run(cfg, dst, params)
+  print(f"{src} ({hf_config['model_type']}) -> {dst}: config.json, config.py, tokenizer/, checkpoints/0")
+  return dst
+
+
+def write_run(cfg, dst: str, params) -> None:
+  """A plmjax run folder holding `params` at step 0: dst/config.json and the checkpoint that
+  `plmjax train` saves (plmjax.train.loop.Run's TrainState with these params, a fresh optimizer
+  state and the data iterator at its start)."""
+  import jax
+  from plmjax.train.checkpoint import tree_mismatches
+  from plmjax.train.loop import Run
   os.makedirs(dst, exist_ok=True)
   with open(os.path.join(dst, "config.json"), "w", encoding="utf-8") as f:
     f.write(cfg.to_json_best_effort(indent=2))
-  with open(os.path.join(dst, "config.py"), "w", encoding="utf-8") as f:
-    f.write(CONFIG_PY.format(run=dst))
-  cfg.lock()
-  run = Run(cfg, dst)                                  # the state `plmjax train` would create
+  run = Run(cfg, dst)
   ours = jax.tree.map(np.asarray, params)
   missing, unexpected, bad = tree_mismatches(run.state.params, ours)
   if missing or unexpected or bad:
-    raise CheckpointError(f"{src}: the imported params do not fit the run's {name} model: missing "
+    raise CheckpointError(f"params do not fit the run's {cfg.model.name} model: missing "
                           f"{missing[:5]}, unexpected {unexpected[:5]}, shapes {bad[:5]}")
   run.state = run.state.replace(params=jax.device_put(ours, run.shardings.params))
   run.checkpointer.save(0, run.state, iter(run.train_data), cfg, force=True)
   run.checkpointer.close()
-  print(f"{src} ({hf_config['model_type']}) -> {dst}: config.json, config.py, tokenizer/, checkpoints/0")
-  return dst
 
 
 def convert(src: str, dst: str) -> None:
