@@ -3,10 +3,10 @@
 * tiny plmjax runs exported with `plmjax convert RUN HF_DIR` load in transformers' `from_pretrained`
   with logits within 1e-4 of plmjax's on the same input, and their tokenizer loads in AutoTokenizer
   with plmjax's ids. BERT's run is trained 2 steps by `train_and_evaluate`; the other families'
-  runs hold the checkpoint `plmjax train` writes (plmjax.convert.run.write_run) with every
-  parameter redrawn from N(0, 0.2^2), so that a swapped or dropped LayerNorm / bias shows (a
-  2-step run barely moves them from ones / zeros), at a fraction of the cost of compiling a train
-  step per family;
+  runs are RUN/config.json + RUN/checkpoints/0/state (what restore_params reads) with every
+  parameter drawn from N(0, 0.2^2), so that a swapped or dropped LayerNorm / bias shows (a 2-step
+  run barely moves them from ones / zeros), at a fraction of the cost of compiling a train step
+  per family;
 * HF -> plmjax -> HF gives back every tensor bit for bit (all families);
 * HF -> plmjax run folder -> `plmjax eval`, `load_plmjax`, and back to HF, tensors identical.
 """
@@ -17,16 +17,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
-from tests.hf_reference import (bert_config, gpt1_config, gpt2_config, random_batch, randomize,
+from tests.hf_reference import (SMALL, bert_config, gpt1_config, gpt2_config, random_batch, randomize,
                                 roberta_config, save, torch, transformers)
 from tests.test_ernie_parity import ernie_config
 from tests.test_txl_parity import txl_module  # noqa: F401  (fixture)
 from plmjax import cli
 from plmjax.convert import CheckpointError, from_hf, to_hf
 from plmjax.convert.hf import REGISTRY_NAME
-from plmjax.convert.run import write_run
 from plmjax.finetune.encoder import load_plmjax, plmjax_tokenizer
 from plmjax.train.config import get_config
 from plmjax.train.loop import train_and_evaluate
@@ -63,8 +63,12 @@ def _train(workdir, name, extra):
   params = jax.eval_shape(lambda: module.init(jax.random.key(0), {"input_ids": jnp.zeros((2, 4), jnp.int32)}))
   leaves, tree = jax.tree.flatten(nn.meta.unbox(params["params"]))
   rng = np.random.default_rng(0)
-  write_run(cfg, str(workdir), jax.tree.unflatten(
-      tree, [(0.2 * rng.standard_normal(x.shape)).astype(np.float32) for x in leaves]))
+  params = jax.tree.unflatten(tree, [(0.2 * rng.standard_normal(x.shape)).astype(np.float32) for x in leaves])
+  os.makedirs(workdir / "checkpoints")
+  (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
+  saver = ocp.StandardCheckpointer()
+  saver.save(str(workdir / "checkpoints" / "0" / "state"), {"params": params})
+  saver.wait_until_finished()
   return cfg
 
 
@@ -173,10 +177,17 @@ def _wordpiece_folder(path, vocab_size):
 
 
 def test_hf_folder_to_run_and_back(tmp_path, capsys):
-  ref = randomize(transformers.BertForPreTraining(bert_config()), seed=4)
+  from plmjax.data import synthetic
+  words = synthetic.grammar().vocab()      # a vocab.txt that covers the corpus `plmjax eval` reads
+  s = dict(SMALL, vocab=len(words))
+  ref = randomize(transformers.BertForPreTraining(transformers.BertConfig(
+      vocab_size=s["vocab"], hidden_size=s["hidden"], num_hidden_layers=s["layers"],
+      num_attention_heads=s["heads"], intermediate_size=s["mlp"], max_position_embeddings=s["positions"])),
+      seed=4)
   src = tmp_path / "hf"
   save(ref, src)
-  _wordpiece_folder(src, ref.config.vocab_size)
+  (src / "vocab.txt").write_text("\n".join(words) + "\n")
+  (src / "tokenizer_config.json").write_text('{"do_lower_case": false}')
   run = tmp_path / "run"
   assert cli.main(["convert", str(src), str(run)]) == 0
   assert (run / "checkpoints" / "0" / "state").is_dir()
@@ -186,7 +197,7 @@ def test_hf_folder_to_run_and_back(tmp_path, capsys):
   assert tokenizer.vocab_size == ref.config.vocab_size
   module, params = load_plmjax(str(run), tokenizer)
   direct, direct_params = from_hf(str(src))
-  ids, mask, tt = random_batch(5)
+  ids, mask, tt = random_batch(5, vocab=len(words))
   batch = {"input_ids": jnp.asarray(ids, jnp.int32), "attention_mask": jnp.asarray(mask, jnp.int32),
            "token_type_ids": jnp.asarray(tt, jnp.int32)}
   np.testing.assert_array_equal(module.apply({"params": params}, batch)["logits"],
