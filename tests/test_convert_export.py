@@ -241,3 +241,27 @@ def test_export_refuses_what_hf_cannot_hold(tmp_path):
   extra = {**params, "surprise": {"kernel": np.zeros((2, 2), np.float32)}}
   with pytest.raises(CheckpointError, match="surprise/kernel"):
     to_hf("gpt1", module_cfg.replace(mlp_dim=64), extra, str(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("kind", ["unigram", "bpe"])
+def test_sentencepiece_tokenizer_exports_to_autotokenizer(tmp_path, kind):
+  """A run's sentencepiece model (as `plmjax train` trains it on a real corpus) -> tokenizer.json:
+  AutoTokenizer gives sentencepiece's ids on WikiText-2 text. Known differences, excluded here:
+  text spelling the named special tokens ([CLS] [SEP] [MASK]: AutoTokenizer maps them to their ids)
+  and, for BPE, text that starts with a user-defined symbol or with whitespace (no leading lone
+  "▁" piece / an extra one)."""
+  from plmjax.convert.tokenizer import write_tokenizer
+  from plmjax.data.tokenizer import train_sentencepiece
+  wt2 = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "wikitext-2")
+  read = lambda split, n: [ln.strip() for ln in open(os.path.join(wt2, f"{split}.txt"), encoding="utf-8")
+                           if ln.strip()][:n]
+  tok = train_sentencepiece(read("train", 400), str(tmp_path / "sp"), 300, kind,
+                            user_defined_symbols=("<unk>",))
+  write_tokenizer(tok, str(tmp_path / "hf"))
+  auto = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+  lines = [ln for ln in read("valid", 300) + ["naïve café ｆｕｌｌ width", "  two   spaces  ", "x<unk>y", "a <unk>"]
+           if not (kind == "bpe" and (ln.startswith("<unk>") or ln[:1].isspace()))]
+  differ = [ln for ln in lines if auto(ln, add_special_tokens=False)["input_ids"] != tok.encode(ln)]
+  assert len(lines) > 200 and not differ, differ[:3]
+  assert (auto.pad_token_id, auto.mask_token_id, auto.cls_token_id) == (tok.pad_id, tok.mask_id, tok.cls_id)
+  assert auto.decode(tok.encode("the game began")) == "the game began"

@@ -6,11 +6,8 @@
 
 Export rebuilds the run's model from RUN/config.json (plmjax.train.config.build_model, the
 tokenizer from the data section) and writes its params through plmjax.convert.hf.to_hf. The
-tokenizer goes along: a `tokenizers` one (the synthetic WordPiece, a tokenizer.json, vocab.txt or
-byte-level BPE) as tokenizer.json + tokenizer_config.json (tokenizer_class PreTrainedTokenizerFast,
-with the special tokens named), which transformers' AutoTokenizer loads; a sentencepiece model is
-copied as spiece.model (plmjax's load_tokenizer reads it; transformers would need a slow tokenizer
-class matched to the model, which is not written).
+tokenizer goes along as tokenizer.json + tokenizer_config.json, which transformers' AutoTokenizer
+loads (a sentencepiece model also as spiece.model; plmjax.convert.tokenizer).
 
 Import writes a complete run: the config is experiments/<model>.py:tiny with the checkpoint's
 model section (plain MLM for a BERT without NSP head) and data.tokenizer = RUN/tokenizer, and
@@ -29,6 +26,7 @@ import shutil
 import numpy as np
 
 from plmjax.convert.hf import REGISTRY_NAME, CheckpointError, from_hf, read_config, to_hf
+from plmjax.convert.tokenizer import write_tokenizer
 
 CONFIG_PY = '''"""Config of the plmjax run in this folder (converted from a Hugging Face checkpoint by
 `plmjax convert`): this folder's config.json.
@@ -63,28 +61,6 @@ def _run_config(workdir: str):
 
 # --------------------------------------------------------------------------------------------------
 # Tokenizers
-
-
-def write_tokenizer(tokenizer, path: str) -> list[str]:
-  """Writes `tokenizer` (plmjax.data.tokenizer.Tokenizer) into the HF folder `path`; -> file names."""
-  os.makedirs(path, exist_ok=True)
-  specials = {f"{k}_token": tokenizer.id_to_token(getattr(tokenizer, f"{k}_id"))
-              for k in ("pad", "unk", "cls", "sep", "mask", "bos", "eos")
-              if getattr(tokenizer, f"{k}_id") is not None}
-  if tokenizer._sp:
-    shutil.copyfile(tokenizer.name, os.path.join(path, "spiece.model"))
-    files = ["spiece.model"]
-  else:
-    tokenizer.backend.save(os.path.join(path, "tokenizer.json"))
-    files = ["tokenizer.json"]
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
-              "model_max_length": 1_000_000_000, **specials}
-    with open(os.path.join(path, "tokenizer_config.json"), "w", encoding="utf-8") as f:
-      json.dump(config, f, indent=2)
-    files.append("tokenizer_config.json")
-  with open(os.path.join(path, "special_tokens_map.json"), "w", encoding="utf-8") as f:
-    json.dump(specials, f, indent=2)
-  return files + ["special_tokens_map.json"]
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
