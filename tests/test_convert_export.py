@@ -119,6 +119,7 @@ def test_trained_run_exports_to_transformers(tmp_path, case, request):
   else:
     m = mask.astype(bool)[..., None] if "attention_mask" in batch else True
     diffs["logits"] = _max_diff(np.where(m, ours["logits"], 0), out.logits * torch.tensor(m))
+  print(f"{case} -> {cls_name}: max abs diff {diffs}")
   assert max(diffs.values()) <= TOL, diffs
 
   # the tokenizer goes along: AutoTokenizer reads it and encodes text to plmjax's ids

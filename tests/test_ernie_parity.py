@@ -54,6 +54,7 @@ def test_ernie_parity(tmp_path, cls_name, use_task_id):
     diffs["logits"] = _max_diff(ours["logits"], logits, mask)
   if cls_name == "ErnieForPreTraining":
     diffs["nsp"] = _max_diff(ours["nsp_logits"], out.seq_relationship_logits, np.ones(len(ids)))
+  print(f"{cls_name} use_task_id={use_task_id}: max abs diff {diffs}")
   assert max(diffs.values()) <= TOL, diffs
 
 
