@@ -101,8 +101,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if args.command == "convert":
     if rest:
       raise SystemExit(f"plmjax convert: unexpected arguments {rest}")
+    from plmjax.convert import CheckpointError
     from plmjax.convert.run import convert
-    convert(args.src, args.dst)
+    try:
+      convert(args.src, args.dst)
+    except (CheckpointError, FileNotFoundError, FileExistsError) as e:
+      raise SystemExit(f"plmjax convert: {e}") from None
     return 0
   if args.command == "finetune":
     from plmjax.finetune.main import run_cli

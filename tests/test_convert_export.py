@@ -32,6 +32,7 @@ from plmjax.train.config import get_config
 from plmjax.train.loop import train_and_evaluate
 
 TOL = 1e-4
+WIKITEXT2 = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "wikitext-2")
 FAST = ["--config.train.steps=2", "--config.train.batch_size=4", "--config.train.log_every=1",
         "--config.train.checkpoint_every=2", "--config.train.eval_steps=0",
         "--config.data.synthetic.num_docs=200", "--config.data.synthetic.eval_docs=20"]
@@ -84,6 +85,11 @@ def test_trained_run_exports_to_transformers(tmp_path, case, request):
   if case == "transformer_xl":
     request.getfixturevalue("txl_module")
   run, hf_dir = tmp_path / "run", tmp_path / "hf"
+  if case == "gpt2":       # a sentencepiece BPE vocabulary, as a run on a real corpus trains
+    from plmjax.data.tokenizer import train_sentencepiece
+    lines = [ln.strip() for ln in open(os.path.join(WIKITEXT2, "train.txt"), encoding="utf-8") if ln.strip()]
+    train_sentencepiece(lines[:300], str(tmp_path / "sp"), 200, "bpe")
+    extra = extra + [f"--config.data.tokenizer={tmp_path / 'sp.model'}"]
   cfg = _train(run, name, extra)
   assert cli.main(["convert", str(run), str(hf_dir)]) == 0
   hf_config = json.loads((hf_dir / "config.json").read_text())
@@ -127,6 +133,8 @@ def test_trained_run_exports_to_transformers(tmp_path, case, request):
   text = "the cat sat on the mat"
   assert auto(text, add_special_tokens=False)["input_ids"] == tokenizer.encode(text)
   assert auto.pad_token_id == tokenizer.pad_id
+  if case == "gpt2":
+    assert (hf_dir / "spiece.model").is_file()
 
 
 ROUND_TRIPS = {
@@ -223,11 +231,13 @@ def test_hf_folder_to_run_and_back(tmp_path, capsys):
 def test_hf_folder_without_matching_tokenizer_is_refused(tmp_path):
   src = tmp_path / "hf"
   save(randomize(transformers.BertForMaskedLM(bert_config())), src)
-  with pytest.raises(CheckpointError, match="no tokenizer"):
+  with pytest.raises(SystemExit, match="plmjax convert: .*no tokenizer"):
     cli.main(["convert", str(src), str(tmp_path / "run")])
   _wordpiece_folder(src, 50)
-  with pytest.raises(CheckpointError, match="50 ids but the model's vocab_size is 120"):
+  with pytest.raises(SystemExit, match="50 ids but the model's vocab_size is 120"):
     cli.main(["convert", str(src), str(tmp_path / "run2")])
+  with pytest.raises(SystemExit, match="neither a plmjax run .* nor a Hugging Face"):
+    cli.main(["convert", str(tmp_path / "nothing"), str(tmp_path / "run3")])
 
 
 def test_export_refuses_what_hf_cannot_hold(tmp_path):
@@ -240,8 +250,10 @@ def test_export_refuses_what_hf_cannot_hold(tmp_path):
   with pytest.raises(CheckpointError, match="no Hugging Face export"):
     to_hf("elmo", module_cfg, params, str(tmp_path / "out"))
   extra = {**params, "surprise": {"kernel": np.zeros((2, 2), np.float32)}}
-  with pytest.raises(CheckpointError, match="surprise/kernel"):
-    to_hf("gpt1", module_cfg.replace(mlp_dim=64), extra, str(tmp_path / "out"))
+  with pytest.raises(CheckpointError, match="unexpected surprise/kernel"):
+    to_hf("gpt1", module_cfg, extra, str(tmp_path / "out"))
+  with pytest.raises(CheckpointError, match=r"mlp/wi/kernel: \(1, 16, 48\) vs model \(1, 16, 64\)"):
+    to_hf("gpt1", module_cfg.replace(mlp_dim=64), params, str(tmp_path / "out"))
 
 
 @pytest.mark.parametrize("kind", ["unigram", "bpe"])
@@ -253,7 +265,7 @@ def test_sentencepiece_tokenizer_exports_to_autotokenizer(tmp_path, kind):
   "▁" piece / an extra one)."""
   from plmjax.convert.tokenizer import write_tokenizer
   from plmjax.data.tokenizer import train_sentencepiece
-  wt2 = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "wikitext-2")
+  wt2 = WIKITEXT2
   read = lambda split, n: [ln.strip() for ln in open(os.path.join(wt2, f"{split}.txt"), encoding="utf-8")
                            if ln.strip()][:n]
   tok = train_sentencepiece(read("train", 400), str(tmp_path / "sp"), 300, kind,

@@ -185,6 +185,26 @@ def from_hf(path: str, *, dtype: str = "float32", scan_layers: bool = True, **ov
   return module, params
 
 
+def check_params(model_name: str, config, params: dict) -> None:
+  """`params` must be exactly the parameters of the registry model built from `config`."""
+  import flax
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  from plmjax.models.registry import SURVEY
+  module = SURVEY[model_name].module(config)
+  sample = {"input_ids": jnp.zeros((2, 4), jnp.int32)}
+  shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), sample))["params"]
+  want = {"/".join(k): v.shape for k, v in flax.traverse_util.flatten_dict(nn.meta.unbox(shapes)).items()}
+  got = {"/".join(k): np.shape(v) for k, v in flax.traverse_util.flatten_dict(params).items()}
+  problems = ([f"missing {k}" for k in sorted(set(want) - set(got))]
+              + [f"unexpected {k}" for k in sorted(set(got) - set(want))]
+              + [f"{k}: {got[k]} vs model {want[k]}" for k in sorted(set(want) & set(got)) if got[k] != want[k]])
+  if problems:
+    raise CheckpointError(f"{model_name} export: the params do not fit the model config "
+                          f"({len(problems)} problems): " + "; ".join(problems[:10]))
+
+
 def to_hf(model_name: str, config, params: dict, path: str) -> dict:
   """Writes `params` of the plmjax registry model `model_name` (its config dataclass `config`) as
   a Hugging Face checkpoint folder: config.json + model.safetensors. Returns the HF config."""
@@ -194,7 +214,7 @@ def to_hf(model_name: str, config, params: dict, path: str) -> dict:
   if not getattr(config, "scan_layers", True):
     from plmjax.nn.transformer import stack_layer_params
     params = stack_layer_params(params, config.num_layers)
-  params = {k: v for k, v in params.items()}
+  check_params(model_name, config, params)
   hf_config, state = EXPORTERS[model_name](config, params)
   os.makedirs(path, exist_ok=True)
   save_file(state, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
