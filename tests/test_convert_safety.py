@@ -4,7 +4,6 @@ import json
 import os
 import struct
 
-import numpy as np
 import pytest
 
 from tests.hf_reference import bert_config, randomize, save, transformers

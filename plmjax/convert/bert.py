@@ -14,7 +14,6 @@ Face counterpart and is dropped (the encoder and MLM head are exported).
 from __future__ import annotations
 
 import jax.numpy as jnp
-import numpy as np
 
 from plmjax.convert.hf import CheckpointError, activation, hf_activation, register, register_export
 from plmjax.convert.mapping import LINEAR, StateMapper, heads_in, heads_out
