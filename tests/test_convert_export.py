@@ -128,6 +128,13 @@ def test_trained_run_exports_to_transformers(tmp_path, case, request):
   print(f"{case} -> {cls_name}: max abs diff {diffs}")
   assert max(diffs.values()) <= TOL, diffs
 
+  if case == "bert":        # one checkpoint of the run, named by its step folder: the same export
+    step = str(run / "checkpoints" / "2")
+    assert cli.main(["convert", step, str(tmp_path / "hf_step")]) == 0
+    from safetensors.numpy import load_file
+    a, b = load_file(str(hf_dir / "model.safetensors")), load_file(str(tmp_path / "hf_step" / "model.safetensors"))
+    assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+
   # the tokenizer goes along: AutoTokenizer reads it and encodes text to plmjax's ids
   auto = transformers.AutoTokenizer.from_pretrained(str(hf_dir))
   text = "the cat sat on the mat"
@@ -142,6 +149,7 @@ ROUND_TRIPS = {
     "bert_model": lambda: transformers.BertModel(bert_config()),
     "roberta_mlm": lambda: transformers.RobertaForMaskedLM(roberta_config()),
     "ernie_task_id": lambda: transformers.ErnieForPreTraining(ernie_config(use_task_id=True)),
+    "ernie_mlm": lambda: transformers.ErnieForMaskedLM(ernie_config()),
     "openai_gpt": lambda: transformers.OpenAIGPTLMHeadModel(gpt1_config()),
     "gpt2": lambda: transformers.GPT2LMHeadModel(gpt2_config()),
     "xlnet": lambda: transformers.XLNetLMHeadModel(transformers.XLNetConfig(
@@ -175,6 +183,17 @@ def test_hf_round_trip_is_exact(tmp_path, case):
     orig.pop("transformer.pos_emb.inv_freq", None)   # Transformer-XL's constant buffer, rebuilt by HF
     assert set(orig) <= set(out), sorted(set(orig) - set(out))
     assert all(np.array_equal(orig[k], out[k]) for k in orig)
+
+
+def test_unrolled_layers_export_the_same(tmp_path):
+  """A model with scan_layers=False (layers_0, layers_1, ...) exports the same tensors."""
+  ref = randomize(transformers.GPT2LMHeadModel(gpt2_config()), seed=6)
+  src = save(ref, tmp_path / "src")
+  module, params = from_hf(src, scan_layers=False)
+  assert "layers_1" in params["decoder"]
+  to_hf("gpt2", module.config, params, str(tmp_path / "out"))
+  back = transformers.GPT2LMHeadModel.from_pretrained(str(tmp_path / "out"))
+  assert all(torch.equal(v, back.state_dict()[k]) for k, v in ref.state_dict().items())
 
 
 def _wordpiece_folder(path, vocab_size):

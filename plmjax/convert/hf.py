@@ -211,10 +211,10 @@ def to_hf(model_name: str, config, params: dict, path: str) -> dict:
   from safetensors.numpy import save_file
   if model_name not in EXPORTERS:
     raise CheckpointError(f"model {model_name!r} has no Hugging Face export; exportable: {sorted(EXPORTERS)}")
+  check_params(model_name, config, params)
   if not getattr(config, "scan_layers", True):
     from plmjax.nn.transformer import stack_layer_params
     params = stack_layer_params(params, config.num_layers)
-  check_params(model_name, config, params)
   hf_config, state = EXPORTERS[model_name](config, params)
   os.makedirs(path, exist_ok=True)
   save_file(state, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
