@@ -5,6 +5,7 @@
     plmjax finetune  --config experiments/finetune.py:sst2 --workdir DIR [--config.KEY=VALUE ...]
     plmjax bench     --config experiments/bert.py:base [--batch-size B] [--steps N] [--config...]
     plmjax tokenizer --input FILE [FILE ...] --out PREFIX [--vocab-size N] [--type unigram|bpe|...]
+    plmjax convert   SRC DST     (a plmjax run -> a Hugging Face folder, or a Hugging Face folder -> a run)
 
 `--config FILE.py:ARG` loads `get_config(ARG)` from FILE.py (ARG picks the size: tiny, base, ...);
 each `--config.section.key=value` then overrides one key (an unknown key is an error that names the
@@ -73,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
   s.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.model / PREFIX.vocab")
   s.add_argument("--vocab-size", type=int, default=8000)
   s.add_argument("--type", default="unigram", choices=("unigram", "bpe", "word", "char"))
+
+  s = sub.add_parser("convert", help="Convert a plmjax run (or RUN/checkpoints/<step>) to a Hugging Face "
+                     "folder, or a Hugging Face folder to a plmjax run (direction from SRC).")
+  s.add_argument("src", metavar="SRC")
+  s.add_argument("dst", metavar="DST")
   return p
 
 
@@ -111,6 +117,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       raise SystemExit(f"plmjax tokenizer: unexpected arguments {rest}")
     from plmjax.data import train_tokenizer_cli
     train_tokenizer_cli(args.input, args.out, args.vocab_size, args.type)
+    return 0
+  if args.command == "convert":
+    if rest:
+      raise SystemExit(f"plmjax convert: unexpected arguments {rest}")
+    from plmjax.convert import CheckpointError
+    from plmjax.convert.run import convert
+    try:
+      convert(args.src, args.dst)
+    except (CheckpointError, FileNotFoundError, FileExistsError) as e:
+      raise SystemExit(f"plmjax convert: {e}") from None
     return 0
   if getattr(args, "multihost", False) or getattr(args, "coordinator", None):
     _init_distributed(args)

@@ -1,5 +1,5 @@
 """Transformer-XL checkpoints (TransfoXLLMHeadModel / TransfoXLModel, model_type "transfo-xl")
--> plmjax `TransformerXL`.
+<-> plmjax `TransformerXL` (registry name transformer_xl).
 
 HF layouts: `qkv_net` [3·N·D, E] (query, key, value stacked), `o_net` [E, N·D], `r_net` [N·D, E];
 adaptive embedding `emb_layers.i.weight` [n_i, d_i] and `emb_projs.i` [E, d_i] (used as x P^T);
@@ -10,9 +10,9 @@ The attention LayerNorm is `dec_attn.layer_norm`, the feed-forward one `pos_ff.l
 from __future__ import annotations
 
 import jax.numpy as jnp
-import numpy as np
 
-from plmjax.convert.hf import CheckpointError, StateMapper, heads_in, heads_out, linear, register
+from plmjax.convert.hf import CheckpointError, register, register_export
+from plmjax.convert.mapping import LINEAR, StateMapper, heads_in, heads_out, split
 from plmjax.models.transformer_xl import TransformerXL, TransformerXLConfig
 
 IGNORED = [r"pos_emb\.inv_freq"]
@@ -43,75 +43,90 @@ def transfo_xl_config_from_hf(c: dict, **overrides) -> dict:
       proj_init_std=c.get("proj_init_std", 0.01)), **overrides}
 
 
-@register("transfo-xl")
-def convert_transfo_xl(c: dict, state: dict, *, dtype: str = "float32", **overrides):
-  m = StateMapper(state, prefixes=("transformer.",), ignore=IGNORED)
-  cfg = TransformerXLConfig(**transfo_xl_config_from_hf(c, dtype=dtype, **overrides))
-  n, d = cfg.num_heads, cfg.head_dim
+def tie_projs(cfg: TransformerXLConfig) -> tuple:
+  n_clusters = len(cfg.cutoffs) + 1
+  return tuple(bool(t) for t in cfg.tie_projs) or (False,) + (True,) * (n_clusters - 1)
+
+
+def transfo_xl_mapping(m: StateMapper, cfg: TransformerXLConfig):
+  n = cfg.num_heads
   n_tables = 1 if cfg.div_val == 1 else len(cfg.cutoffs) + 1
-
-  tables, projs = [], []
+  needs_proj = cfg.div_val > 1 or cfg.d_embed != cfg.hidden_size
   for i in range(n_tables):
-    tables.append(m.get(f"word_emb.emb_layers.{i}.weight"))
-    m.put(f"embed/table_{i}", tables[-1])
-    if cfg.div_val > 1 or cfg.d_embed != cfg.hidden_size:
-      projs.append(linear(m.get(f"word_emb.emb_projs.{i}")))            # [d_i, E]
-      m.put(f"embed/proj_{i}", projs[-1])
-
-  shared = {}
+    m.map(f"word_emb.emb_layers.{i}.weight", f"embed/table_{i}")
+    if needs_proj:
+      m.map(f"word_emb.emb_projs.{i}", f"embed/proj_{i}", LINEAR)          # [d_i, E]
   if not cfg.untie_r:
-    shared = {b: m.get(b) for b in ("r_w_bias", "r_r_bias")}
-    for b, v in shared.items():
-      m.put(b, v)
-  layers = []
+    for b in ("r_w_bias", "r_r_bias"):
+      m.map(b, b)
+  L = "layers"
   for i in range(cfg.num_layers):
-    p, L = f"layers.{i}", {}
-    qkv = linear(m.get(f"{p}.dec_attn.qkv_net.weight"))                  # [E, 3·N·D]
-    for j, name in enumerate(("query", "key", "value")):
-      L[f"attention/{name}/kernel"] = None if qkv is None else heads_in(qkv[:, j * n * d:(j + 1) * n * d], n)
-    L["attention/pos/kernel"] = heads_in(linear(m.get(f"{p}.dec_attn.r_net.weight")), n)
-    L["attention/out"] = heads_out(linear(m.get(f"{p}.dec_attn.o_net.weight")), n)
+    p = f"layers.{i}"
+    m.map(f"{p}.dec_attn.qkv_net.weight", tuple(f"{L}/attention/{q}/kernel" for q in ("query", "key", "value")),
+          LINEAR.then(split(3, -1, heads_in(n))), layer=i)                  # [E, 3·N·D]
+    m.map(f"{p}.dec_attn.r_net.weight", f"{L}/attention/pos/kernel", LINEAR.then(heads_in(n)), layer=i)
+    m.map(f"{p}.dec_attn.o_net.weight", f"{L}/attention/out", LINEAR.then(heads_out(n)), layer=i)
     for b in ("r_w_bias", "r_r_bias"):
       if cfg.untie_r:
-        L[f"attention/{b}"] = m.get(f"{p}.dec_attn.{b}")
+        m.map(f"{p}.dec_attn.{b}", f"{L}/attention/{b}", layer=i)
       else:   # PyTorch checkpoints repeat the shared bias in every layer
-        m.tied(f"{p}.dec_attn.{b}", shared[b])
-    L["ln_attention/scale"] = m.get(f"{p}.dec_attn.layer_norm.weight")
-    L["ln_attention/bias"] = m.get(f"{p}.dec_attn.layer_norm.bias")
-    L["mlp/wi/kernel"] = linear(m.get(f"{p}.pos_ff.CoreNet.0.weight"))
-    L["mlp/wi/bias"] = m.get(f"{p}.pos_ff.CoreNet.0.bias")
-    L["mlp/wo/kernel"] = linear(m.get(f"{p}.pos_ff.CoreNet.3.weight"))
-    L["mlp/wo/bias"] = m.get(f"{p}.pos_ff.CoreNet.3.bias")
-    L["ln_mlp/scale"] = m.get(f"{p}.pos_ff.layer_norm.weight")
-    L["ln_mlp/bias"] = m.get(f"{p}.pos_ff.layer_norm.bias")
-    layers.append(L)
-  m.stack(layers, "layers")
+        m.tied(f"{p}.dec_attn.{b}", same_as=b)
+    for hf, ours in (("dec_attn.layer_norm", "ln_attention"), ("pos_ff.layer_norm", "ln_mlp")):
+      m.map(f"{p}.{hf}.weight", f"{L}/{ours}/scale", layer=i)
+      m.map(f"{p}.{hf}.bias", f"{L}/{ours}/bias", layer=i)
+    for hf, ours in (("0", "wi"), ("3", "wo")):
+      m.map(f"{p}.pos_ff.CoreNet.{hf}.weight", f"{L}/mlp/{ours}/kernel", LINEAR, layer=i)
+      m.map(f"{p}.pos_ff.CoreNet.{hf}.bias", f"{L}/mlp/{ours}/bias", layer=i)
 
   # Adaptive softmax: tables tied to the embedding; projections tied where tie_projs says so.
   n_clusters = len(cfg.cutoffs) + 1
   if n_clusters > 1:
-    m.put("softmax/cluster_weight", m.get("crit.cluster_weight"))
-    m.put("softmax/cluster_bias", m.get("crit.cluster_bias"))
+    m.map("crit.cluster_weight", "softmax/cluster_weight")
+    m.map("crit.cluster_bias", "softmax/cluster_bias")
   if cfg.div_val == 1:   # one output layer, sliced per cluster
-    bias = m.get("crit.out_layers.0.bias")
     edges = [0] + list(cfg.cutoffs) + [cfg.vocab_size]
-    for i in range(n_clusters):
-      m.put(f"softmax/bias_{i}", None if bias is None else bias[edges[i]:edges[i + 1]])
-    m.tied("crit.out_layers.0.weight", tables[0])
+    m.map("crit.out_layers.0.bias", tuple(f"softmax/bias_{i}" for i in range(n_clusters)),
+          split([edges[i + 1] - edges[i] for i in range(n_clusters)], 0))
+    m.tied("crit.out_layers.0.weight", same_as="word_emb.emb_layers.0.weight")
   else:
     for i in range(n_clusters):
-      m.put(f"softmax/bias_{i}", m.get(f"crit.out_layers.{i}.bias"))
-      m.tied(f"crit.out_layers.{i}.weight", tables[i])
-  needs_proj = cfg.div_val > 1 or cfg.d_embed != cfg.hidden_size
-  for i in range(n_clusters):
-    key = f"crit.out_projs.{i}"
-    if not needs_proj:
-      continue
-    if cfg.tie_projs[i]:
-      m.tied(key, None if not projs else projs[0 if cfg.div_val == 1 else i].T)
-    else:
-      m.put(f"softmax/out_proj_{i}", linear(m.get(key)))
+      m.map(f"crit.out_layers.{i}.bias", f"softmax/bias_{i}")
+      m.tied(f"crit.out_layers.{i}.weight", same_as=f"word_emb.emb_layers.{i}.weight")
+  if needs_proj:
+    for i in range(n_clusters):
+      if tie_projs(cfg)[i]:
+        m.tied(f"crit.out_projs.{i}", same_as=f"word_emb.emb_projs.{0 if cfg.div_val == 1 else i}")
+      else:
+        m.map(f"crit.out_projs.{i}", f"softmax/out_proj_{i}", LINEAR)
 
+
+@register("transfo-xl")
+def convert_transfo_xl(c: dict, state: dict, *, dtype: str = "float32", **overrides):
+  m = StateMapper.importing(state, prefixes=("transformer.",), ignore=IGNORED)
+  cfg = TransformerXLConfig(**transfo_xl_config_from_hf(c, dtype=dtype, **overrides))
+  transfo_xl_mapping(m, cfg)
   module = TransformerXL(cfg)
   sample = {"input_ids": jnp.zeros((1, 4), jnp.int32)}
   return module, m.finish(module, sample, "transfo-xl checkpoint")
+
+
+@register_export("transformer_xl")
+def export_transfo_xl(cfg: TransformerXLConfig, params: dict):
+  if cfg.activation != "relu":
+    raise CheckpointError(f"transfo-xl export: activation {cfg.activation!r}; Hugging Face "
+                          "Transformer-XL's feed-forward is ReLU")
+  m = StateMapper.exporting_params(params)
+  transfo_xl_mapping(m, cfg)
+  state = m.finish_export("transfo-xl export", prefix="transformer.", heads=("crit.",))
+  n_clusters = len(cfg.cutoffs) + 1
+  ties = list(tie_projs(cfg))
+  c = dict(model_type="transfo-xl", architectures=["TransfoXLLMHeadModel"], vocab_size=cfg.vocab_size,
+           d_model=cfg.hidden_size, n_layer=cfg.num_layers, n_head=cfg.num_heads, d_head=cfg.head_dim,
+           d_inner=cfg.mlp_dim, d_embed=cfg.d_embed, cutoffs=list(cfg.cutoffs), div_val=cfg.div_val,
+           proj_share_all_but_first=ties == [False] + [True] * (n_clusters - 1),
+           tie_projs=ties, pre_lnorm=cfg.pre_ln, mem_len=cfg.mem_len, clamp_len=cfg.clamp_len,
+           same_length=cfg.same_length, untie_r=cfg.untie_r, attn_type=0, sample_softmax=-1,
+           adaptive=True, dropout=cfg.dropout_rate, dropatt=cfg.attention_dropout_rate,
+           init_std=cfg.init_std, proj_init_std=cfg.proj_init_std, layer_norm_epsilon=cfg.ln_eps,
+           tie_word_embeddings=True)
+  return c, state

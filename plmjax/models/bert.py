@@ -20,8 +20,11 @@ RoBERTa is the same network with `padding_offset_positions` (positions count fro
 skip padding), one token type and no NSP head; its differences are otherwise in the objective
 (dynamic masking, no NSP, full-length packing) and the data.
 
+ERNIE (Sun et al., 2019) is this network too; `task_type_vocab_size > 0` adds a task-type embedding
+table (Hugging Face's `use_task_id`; ERNIE 2.0's task embedding) to the sum before `embed_ln`.
+
 Batch keys: `input_ids` [B, T]; optional `attention_mask` ([B, T] key padding, or [B, T, T] a full
-visibility matrix such as UNILM's), `token_type_ids` [B, T], `positions` [B, T],
+visibility matrix such as UNILM's), `token_type_ids` [B, T], `task_type_ids` [B, T], `positions` [B, T],
 `masked_positions` [B, P] (logits only at those positions).
 """
 from __future__ import annotations
@@ -51,6 +54,7 @@ class BertConfig(TransformerConfig):
   nsp_head: bool = True
   sbo_head: bool = False                   # SpanBERT's span boundary objective head
   sbo_max_offset: int = 20                 # rows of its offset table (SpanBERT: max_pair_targets)
+  task_type_vocab_size: int = 0            # > 0: ERNIE's task-type embedding (batch `task_type_ids`)
 
 
 def bert_base(**kw) -> BertConfig:
@@ -107,6 +111,9 @@ class Bert(nn.Module):
     tok = token_embed(cfg.vocab_size, cfg.hidden_size, cfg.init_std, name="token_embed", **kw)
     x = (tok(ids) + embed(cfg.max_len, cfg.hidden_size, cfg.init_std, name="position_embed", **kw)(positions)
          + embed(cfg.type_vocab_size, cfg.hidden_size, cfg.init_std, name="type_embed", **kw)(token_types))
+    if cfg.task_type_vocab_size:                                                     # ERNIE
+      task_types = batch.get("task_type_ids", jnp.zeros_like(ids))
+      x = x + embed(cfg.task_type_vocab_size, cfg.hidden_size, cfg.init_std, name="task_embed", **kw)(task_types)
     x = layer_norm(cfg, "embed_ln")(x)
     x = nn.Dropout(cfg.dropout_rate, deterministic=not train)(x)                        # [B, T, E]
 
