@@ -54,6 +54,9 @@ def run_jax(args) -> dict:
   cfg.train.seed = args.seed
   cfg.train.log_every = 25
   workdir = os.path.join(args.workdir, "jax")
+  if os.path.isdir(workdir):      # the same command on a finished run would resume it: start afresh
+    import shutil
+    shutil.rmtree(workdir)
   t0 = time.time()
   result = finetune(cfg, workdir)
   return {"accuracy": result["accuracy"], "wall_s": time.time() - t0}
