@@ -5,6 +5,7 @@
     plmjax finetune  --config experiments/finetune.py:sst2 --workdir DIR [--config.KEY=VALUE ...]
     plmjax bench     --config experiments/bert.py:base [--batch-size B] [--steps N] [--config...]
     plmjax tokenizer --input FILE [FILE ...] --out PREFIX [--vocab-size N] [--type unigram|bpe|...]
+    plmjax transe    --config experiments/transe.py:synthetic --out DIR [--config.KEY=VALUE ...]
 
 `--config FILE.py:ARG` loads `get_config(ARG)` from FILE.py (ARG picks the size: tiny, base, ...);
 each `--config.section.key=value` then overrides one key (an unknown key is an error that names the
@@ -67,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
   s.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.model / PREFIX.vocab")
   s.add_argument("--vocab-size", type=int, default=8000)
   s.add_argument("--type", default="unigram", choices=("unigram", "bpe", "word", "char"))
+
+  s = with_config("transe", "Train TransE entity vectors on a triple file (ERNIE THU's knowledge); "
+                  "writes DIR/entity2vec.vec etc. and DIR/metrics.json (filtered link prediction).")
+  s.add_argument("--out", required=True, metavar="DIR")
   return p
 
 
@@ -91,6 +96,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       raise SystemExit(f"plmjax tokenizer: unexpected arguments {rest}")
     from plmjax.data import train_tokenizer_cli
     train_tokenizer_cli(args.input, args.out, args.vocab_size, args.type)
+    return 0
+  if args.command == "transe":
+    from plmjax.knowledge.cli import run
+    from plmjax.train.config import ConfigError
+    try:
+      run(args.config, args.out, rest)
+    except ConfigError as e:
+      raise SystemExit(f"plmjax transe: {e}") from None
     return 0
   if args.command == "finetune":
     from plmjax.finetune.main import run_cli
