@@ -64,7 +64,7 @@ CONFIG = os.path.join(ROOT, "experiments", "ernie_thu.py")
 def settings(quick: bool) -> dict:
   if quick:
     return dict(width=32, layers=1, steps=1, ft_epochs=1, ft_batch=16, seeds=(0,), seq=48)
-  return dict(width=64, layers=2, steps=250, ft_epochs=30, ft_batch=32, seeds=(0, 1), seq=48)
+  return dict(width=64, layers=2, steps=200, ft_epochs=20, ft_batch=32, seeds=(0, 1), seq=48)
 
 
 def pretrain_config(kind: str, seed: int, s: dict):
