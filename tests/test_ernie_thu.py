@@ -26,7 +26,7 @@ def vec_file(tmp_path_factory):
 
 
 def tiny_cfg(vec_file, **kw):
-  return ernie_thu.ErnieThuConfig(**{**dict(vocab_size=50, hidden_size=16, num_layers=1, knowledge_layers=2,
+  return ernie_thu.ErnieThuConfig(**{**dict(vocab_size=50, hidden_size=16, num_layers=1, knowledge_layers=1,
                                             num_heads=2, mlp_dim=32, max_len=16, entity_dim=8, entity_heads=2,
                                             entity_vectors=vec_file, dropout_rate=0.0,
                                             attention_dropout_rate=0.0), **kw})
@@ -70,23 +70,25 @@ def _batch(B=2, T=12):
 def test_model_outputs_and_row_without_entities(vec_file):
   cfg = tiny_cfg(vec_file)
   model = ernie_thu.ErnieThu(cfg)
+  apply = jax.jit(model.apply)
   b = _batch()
-  b_dea = {**b, **{k: v for k, v in dea_targets(jnp.asarray(b["ent_ids"]), jnp.asarray(b["attention_mask"]), 4).items()
-                   if k in ("dea_positions", "dea_candidates")}}
-  params = model.init(jax.random.key(0), b_dea)["params"]
-  out = model.apply({"params": params}, b_dea)
+  dea = dea_targets(jnp.asarray(b["ent_ids"]), jnp.asarray(b["attention_mask"]), 4)
+  b = {**b, "dea_positions": dea["dea_positions"], "dea_candidates": dea["dea_candidates"]}
+  params = model.init(jax.random.key(0), b)["params"]
+  out = apply({"params": params}, b)
   assert out["hidden"].shape == (2, 12, 16) and out["entity_hidden"].shape == (2, 12, 8)
   assert out["dea_logits"].shape == (2, 4, 4) and out["nsp_logits"].shape == (2, 2)
-  assert np.isfinite(np.asarray(out["hidden"])).all()
+  assert np.isfinite(np.asarray(out["hidden"])).all() and np.isfinite(np.asarray(out["dea_logits"])).all()
   # entity states are zero off the aligned tokens
   assert np.all(np.asarray(out["entity_hidden"])[b["ent_ids"] < 0] == 0)
-  # a row without entities equals the same row run with no ent_ids at all (the token-only path)
-  no_ent = {k: v for k, v in b.items() if k != "ent_ids"}
-  h_none = model.apply({"params": params}, no_ent)["hidden"]
-  h_with = model.apply({"params": params}, b)["hidden"]
-  row1_none = model.apply({"params": params}, {**b, "ent_ids": np.where(np.arange(2)[:, None] == 1, -1, b["ent_ids"])})["hidden"]
-  np.testing.assert_array_equal(np.asarray(row1_none)[1], np.asarray(h_none)[1])
-  assert not np.allclose(np.asarray(h_with)[0], np.asarray(h_none)[0])
+  # a row whose entities are all removed equals the same row run with no ent_ids at all (the
+  # token-only path everywhere); entities change the rows that have them
+  h_none = apply({"params": params}, {k: v for k, v in b.items() if k != "ent_ids"})["hidden"]
+  drop_row1 = {**b, "ent_ids": np.where(np.arange(2)[:, None] == 1, -1, b["ent_ids"])}
+  h_row1_none = apply({"params": params}, drop_row1)["hidden"]
+  np.testing.assert_array_equal(np.asarray(h_row1_none)[1], np.asarray(h_none)[1])
+  np.testing.assert_array_equal(np.asarray(h_row1_none)[0], np.asarray(out["hidden"])[0])
+  assert not np.allclose(np.asarray(out["hidden"])[0], np.asarray(h_none)[0])
   # the frozen table is a constant of the module, not a parameter
   assert not any(x.shape[-2:] == (30, 8) for x in jax.tree.leaves(nn.meta.unbox(params)))
 
@@ -146,7 +148,7 @@ def test_objective_masks_padding_entities_and_scores(vec_file):
   prep = obj.prepare(jax.tree.map(jnp.asarray, b), jax.random.PRNGKey(0))
   model = ernie_thu.ErnieThu(tiny_cfg(vec_file))
   params = model.init(jax.random.key(0), prep["inputs"])["params"]
-  loss, m = obj.loss(model.apply({"params": params}, prep["inputs"]), prep)
+  loss, m = obj.loss(jax.jit(model.apply)({"params": params}, prep["inputs"]), prep)
   assert np.isfinite(float(loss)) and float(m["num_entity_targets"]) == 4
   with pytest.raises(ValueError, match="num_entities"):
     build_objective({**dict(cfg.items()), "num_entities": 0}, V())
@@ -157,7 +159,7 @@ def test_bert_to_ernie_params_splits_the_layers(vec_file):
   b = _batch()
   ernie = ernie_thu.ErnieThu(cfg)
   e_params = nn.meta.unbox(ernie.init(jax.random.key(0), b)["params"])
-  bert = Bert(BertConfig(vocab_size=50, hidden_size=16, num_layers=3, num_heads=2, mlp_dim=32, max_len=16))
+  bert = Bert(BertConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32, max_len=16))
   b_params = nn.meta.unbox(bert.init(jax.random.key(1), b)["params"])
   merged = ernie_thu.bert_to_ernie_params(b_params, e_params, num_layers=1)
   assert jax.tree.structure(merged) == jax.tree.structure(e_params)
@@ -166,7 +168,7 @@ def test_bert_to_ernie_params_splits_the_layers(vec_file):
   np.testing.assert_array_equal(merged["knowledge_encoder"]["layers"]["mlp"]["wi"]["kernel"], L["mlp"]["wi"]["kernel"][1:])
   np.testing.assert_array_equal(merged["knowledge_encoder"]["layers"]["mlp"]["entity_in"]["kernel"],
                                 e_params["knowledge_encoder"]["layers"]["mlp"]["entity_in"]["kernel"])
-  ernie.apply({"params": merged}, b)
+  assert jax.tree.map(np.shape, merged) == jax.tree.map(np.shape, e_params)
 
 
 def test_tiny_config_trains_and_the_entity_table_stays_frozen(tmp_path):

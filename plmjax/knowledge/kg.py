@@ -15,7 +15,8 @@ WikiText-2 linker (a documented rule, not an entity linker):
   entities   the titles of the train articles (" = Title = " lines), plus every run of 2-4 words that
              all start with an upper-case letter and that occurs at least 5 times in the train text
              (e.g. "Valkyria Chronicles", "United States"), minus runs that start with a common
-             sentence-initial word (The, A, In, ...). Names keep their WikiText spelling.
+             sentence-initial word (The, A, In, ...), minus names without a capitalised word other
+             than <unk> and one-word names under 3 characters. Names keep their WikiText spelling.
   mentions   greedy longest-first exact, case-sensitive matches of those word sequences in every line
              of every split (headings included), never overlapping; no aliases, no coreference,
              no disambiguation (one name = one entity), no lower-case or inflected mentions.
@@ -145,6 +146,15 @@ def _split_file(path: str, split: str) -> str:
   return files[split][0]
 
 
+def _nameable(name: str) -> bool:
+  """A name must hold a word that starts with an upper-case letter or a digit, other than WikiText's
+  <unk>; one-word names must start upper-case and have at least 3 characters."""
+  words = name.split()
+  if not any(w[:1].isupper() or w[:1].isdigit() for w in words if w != "<unk>"):
+    return False
+  return len(words) > 1 or (words[0][:1].isupper() and len(words[0]) >= 3)
+
+
 def link_wikitext(path: str):
   """-> (entities, relations, facts [N, 3], docs(split) -> documents); see the module docstring."""
   from plmjax.data import sources
@@ -164,7 +174,7 @@ def link_wikitext(path: str):
           run = w[i:i + n]
           if all(x[:1].isupper() for x in run) and run[0] not in _STOP_STARTS:
             counts[" ".join(run)] += 1
-  names = list(dict.fromkeys(titles + sorted(k for k, c in counts.items() if c >= 5)))
+  names = [n for n in dict.fromkeys(titles + sorted(k for k, c in counts.items() if c >= 5)) if _nameable(n)]
   index = {tuple(n.split()): i for i, n in enumerate(names)}
   longest = max(len(k) for k in index)
 

@@ -6,10 +6,11 @@ about them (deterministic in `KGConfig`, like the corpus):
 
   types      every entity has one of `num_types` types (equal shares) and, within its type, one of
              `num_groups` latent groups;
-  relations  `num_relations` typed relations, two per (head type, tail type) signature; relation r
-             maps head group g to tail group (g + shift_r) mod num_groups, and the two relations of a
-             signature have different shifts. Each entity of r's head type has `tails_per_head` tails
-             under r, drawn from the entities of r's tail type in the mapped group.
+  relations  `num_relations` typed relations, two per (head type, tail type) signature: the first
+             links head group g to tail group g, the second head group g to tail group g + 1 (heads
+             of the last group have none). Each such head has `tails_per_head` tails under r, drawn
+             from the entities of r's tail type in the mapped group. (No wrap-around: translations
+             cannot represent a cyclic map, so "g + 1 mod G" would be beyond TransE.)
   text       a fraction `stated_fraction` of the facts is *stated*: documents hold sentences
              "H <verb_r> T ." (one invented verb per relation) among filler sentences of the corpus'
              own grammar about the same entities. The other facts never appear in the text.
@@ -81,9 +82,9 @@ def build_kg(cfg: KGConfig = KGConfig()) -> SyntheticKG:
   for r in range(cfg.num_relations):
     a = (r // 2) % cfg.num_types
     b = (a + 1) % cfg.num_types
-    shift = 1 + r % 2 if cfg.num_groups > 2 else r % 2
-    for h in np.where(types == a)[0]:
-      pool = np.where((types == b) & (groups == (groups[h] + shift) % cfg.num_groups))[0]
+    shift = r % 2
+    for h in np.where((types == a) & (groups + shift < cfg.num_groups))[0]:
+      pool = np.where((types == b) & (groups == groups[h] + shift))[0]
       for t in rng.choice(pool, size=min(cfg.tails_per_head, len(pool)), replace=False):
         facts.append((int(h), r, int(t)))
   facts = np.asarray(facts, np.int32)
