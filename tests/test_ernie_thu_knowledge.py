@@ -78,8 +78,8 @@ def test_generated_kg_is_deterministic_and_keeps_unstated_facts_out_of_the_text(
   np.testing.assert_array_equal(a.facts, b.facts)
   np.testing.assert_array_equal(a.stated, b.stated)
   docs = synthetic_kg.documents("train")
-  assert docs[0]["text"] == synthetic_kg.documents.__wrapped__("train")[0]["text"] if hasattr(
-      synthetic_kg.documents, "__wrapped__") else True
+  again = synthetic_kg.documents("train")
+  assert [d["text"] for d in docs[:50]] == [d["text"] for d in again[:50]]
   text = "\n".join(d["text"] for d in docs)
   unstated = a.facts[~a.stated]
   for h, r, t in unstated[:60].tolist():

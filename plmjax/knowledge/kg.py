@@ -210,7 +210,9 @@ def link_wikitext(path: str):
     m = _HEADING.match(doc.split("\n")[0])
     if not m:
       continue
-    head = index[tuple(m.group(1).strip().split())]
+    head = index.get(tuple(m.group(1).strip().split()))
+    if head is None:                     # a title that is no name (all <unk>, see _nameable)
+      continue
     for e, s in zip(ents, secs):
       if s is None or e == head:
         continue
