@@ -13,8 +13,9 @@ names, facts from the article structure), TransE trained over those facts on fir
 (H = 768, A = 12), entity vectors 100-d (4 heads), length 256, batch 512 in the paper (here 256),
 lr 5e-5, one epoch of Wikipedia; the T-Encoder (and the K-Encoder's token side) start from BERT-base
 (`--config.train.init_from=...`, params mapped by plmjax.models.ernie_thu.bert_to_ernie_params).
-For `base` set `--config.data.path=kg:PATH --config.model.entity_vectors=kg:PATH` to a knowledge
-source and `--config.objective.num_entities` to its entity count.
+For `base` set `--config.data.path`, `--config.model.entity_vectors` and `--config.objective.knowledge`
+to one knowledge source (kg:PATH). The source is built and its TransE trained when the run starts,
+not when the config loads.
 """
 from ml_collections import ConfigDict
 
@@ -25,11 +26,6 @@ from plmjax.train.config import mesh_section, model_section, optimizer_section, 
 
 SIZES = ("tiny", "wt2", "base")
 WT2 = "kg:../shared/data/wikitext-2"
-
-
-def num_entities(spec: str) -> int:
-  from plmjax.knowledge.kg import open_knowledge
-  return open_knowledge(spec).num_entities
 
 
 def get_config(arg: str = "tiny") -> ConfigDict:
@@ -55,7 +51,7 @@ def get_config(arg: str = "tiny") -> ConfigDict:
                             dropout_rate=0.0, attention_dropout_rate=0.0)
     c.objective.max_predictions = 10 if arg == "tiny" else 20
     c.objective.max_entities = 12 if arg == "tiny" else 24
-    c.objective.num_entities = num_entities(spec)
+    c.objective.knowledge = spec       # its entity count bounds dEA's random replacements
     c.optimizer = optimizer_section(name="adamw", learning_rate=2e-3, warmup_steps=10)
     steps = 100 if arg == "tiny" else 600
     c.train = train_section(steps=steps, batch_size=32, log_every=10, checkpoint_every=steps,

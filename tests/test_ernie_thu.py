@@ -150,8 +150,9 @@ def test_objective_masks_padding_entities_and_scores(vec_file):
   params = model.init(jax.random.key(0), prep["inputs"])["params"]
   loss, m = obj.loss(jax.jit(model.apply)({"params": params}, prep["inputs"]), prep)
   assert np.isfinite(float(loss)) and float(m["num_entity_targets"]) == 4
-  with pytest.raises(ValueError, match="num_entities"):
+  with pytest.raises(ValueError, match="objective.knowledge is empty"):
     build_objective({**dict(cfg.items()), "num_entities": 0}, V())
+  assert build_objective({**dict(cfg.items()), "num_entities": 0, "knowledge": vec_file}, V()).num_entities == 30
 
 
 def test_bert_to_ernie_params_splits_the_layers(vec_file):
@@ -186,4 +187,6 @@ def test_tiny_config_trains_and_the_entity_table_stays_frozen(tmp_path):
   assert table.tobytes() == on_disk.tobytes() and not table.flags.writeable
   params = restore_params(str(tmp_path), "test")
   assert not any(np.shape(x)[-2:] == on_disk.shape for x in jax.tree.leaves(params))
-  assert cfg.objective.num_entities == on_disk.shape[0] == ks.num_entities
+  from plmjax.knowledge.data import knowledge_tokenizer
+  obj = build_objective(cfg.objective, knowledge_tokenizer(cfg.data))
+  assert obj.num_entities == on_disk.shape[0] == ks.num_entities

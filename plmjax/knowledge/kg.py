@@ -249,3 +249,16 @@ def open_knowledge(spec: str, data_dir: str = "") -> KnowledgeSource:
   if not os.path.isdir(os.path.expanduser(body)):
     raise FileNotFoundError(f"knowledge source {spec!r}: no folder {body!r}")
   return _wikitext(body, data_dir)
+
+
+@functools.lru_cache(maxsize=8)
+def entity_vectors(spec: str) -> np.ndarray:
+  """`model.entity_vectors` / `objective.knowledge`: "kg:..." (a knowledge source's TransE vectors) or
+  the path of an entity2vec.vec file -> read-only float32 [num_entities, dim]."""
+  if not spec:
+    raise ValueError("no entity vectors given (model.entity_vectors / objective.knowledge is empty): set "
+                     "'kg:synthetic', 'kg:PATH' or an entity2vec.vec file")
+  table = open_knowledge(spec).vectors if is_spec(spec) else formats.read_vectors(os.path.expanduser(spec))
+  table = np.array(table, np.float32)
+  table.setflags(write=False)
+  return table

@@ -33,8 +33,6 @@ names too, so BERT-base's 12 layers split into N = 6 + M = 6 as the paper initia
 from __future__ import annotations
 
 import dataclasses
-import functools
-import os
 
 import flax.linen as nn
 import jax
@@ -75,17 +73,10 @@ def ernie_thu_base(**kw) -> ErnieThuConfig:
   return ErnieThuConfig(**kw)
 
 
-@functools.lru_cache(maxsize=8)
 def load_entity_table(spec: str) -> np.ndarray:
-  """`entity_vectors` -> float32 [num_entities, entity_dim] (read-only)."""
-  if not spec:
-    raise ValueError("model.entity_vectors is empty: set it to 'kg:synthetic', 'kg:PATH' or an "
-                     "entity2vec.vec file")
-  from plmjax.knowledge import formats, kg
-  table = kg.open_knowledge(spec).vectors if kg.is_spec(spec) else formats.read_vectors(os.path.expanduser(spec))
-  table = np.array(table, np.float32)
-  table.setflags(write=False)
-  return table
+  """`entity_vectors` -> float32 [num_entities, entity_dim] (read-only; plmjax.knowledge.kg)."""
+  from plmjax.knowledge import kg
+  return kg.entity_vectors(spec)
 
 
 def entity_table(cfg: ErnieThuConfig) -> np.ndarray:

@@ -89,8 +89,8 @@ class ErnieDEA:
 
   def __post_init__(self):
     if self.num_entities < 1:
-      raise ValueError(f"objective.num_entities={self.num_entities}: set it to the knowledge source's "
-                       f"entity count (experiments/ernie_thu.py does)")
+      raise ValueError(f"objective.num_entities={self.num_entities}: set objective.knowledge (the "
+                       f"model's entity_vectors) or the knowledge source's entity count")
     if not (0 <= self.dea_replace_prob and 0 <= self.dea_mask_prob and self.dea_replace_prob + self.dea_mask_prob <= 1):
       raise ValueError(f"objective.dea_replace_prob={self.dea_replace_prob}, dea_mask_prob={self.dea_mask_prob}: "
                        f"expected probabilities that sum to at most 1")
