@@ -41,7 +41,6 @@ is fixed). Dev metric: macro-F1 over the 8 relations (and accuracy).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -241,7 +240,7 @@ def write(out: dict, out_dir: str, seconds: float) -> tuple[str, str]:
     lines.append(f"| {v} | {PAPER[v]:.2f} | " + " | ".join(f"{x:.1f}" for x in f1)
                  + f" | {np.mean(f1):.1f} | {np.mean(acc):.1f} |")
   tp = out["type_prior"]
-  lines.append(f"| type prior (signature -> most frequent relation) | - | " + " | ".join("" for _ in seeds)
+  lines.append("| type prior (signature -> most frequent relation) | - | " + " | ".join("" for _ in seeds)
                + f" | {100 * tp['macro_f1']:.1f} | {100 * tp['accuracy']:.1f} |")
   lines += ["", "Pre-training (train loss at the first and last logged step):", "",
             "| run | first loss | last loss | last mlm_loss | last dea_accuracy | seconds |", "|---|---|---|---|---|---|"]
