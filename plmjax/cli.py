@@ -6,6 +6,7 @@
     plmjax bench     --config experiments/bert.py:base [--batch-size B] [--steps N] [--config...]
     plmjax tokenizer --input FILE [FILE ...] --out PREFIX [--vocab-size N] [--type unigram|bpe|...]
     plmjax convert   SRC DST     (a plmjax run -> a Hugging Face folder, or a Hugging Face folder -> a run)
+    plmjax transe    --config experiments/transe.py:synthetic --out DIR [--config.KEY=VALUE ...]
 
 `--config FILE.py:ARG` loads `get_config(ARG)` from FILE.py (ARG picks the size: tiny, base, ...);
 each `--config.section.key=value` then overrides one key (an unknown key is an error that names the
@@ -79,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
                      "folder, or a Hugging Face folder to a plmjax run (direction from SRC).")
   s.add_argument("src", metavar="SRC")
   s.add_argument("dst", metavar="DST")
+  s = with_config("transe", "Train TransE entity vectors on a triple file (ERNIE THU's knowledge); "
+                  "writes DIR/entity2vec.vec etc. and DIR/metrics.json (filtered link prediction).")
+  s.add_argument("--out", required=True, metavar="DIR")
   return p
 
 
@@ -117,6 +121,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       raise SystemExit(f"plmjax tokenizer: unexpected arguments {rest}")
     from plmjax.data import train_tokenizer_cli
     train_tokenizer_cli(args.input, args.out, args.vocab_size, args.type)
+    return 0
+  if args.command == "transe":
+    from plmjax.knowledge.cli import run
+    from plmjax.train.config import ConfigError
+    try:
+      run(args.config, args.out, rest)
+    except ConfigError as e:
+      raise SystemExit(f"plmjax transe: {e}") from None
     return 0
   if args.command == "convert":
     if rest:

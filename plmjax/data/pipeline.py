@@ -368,6 +368,11 @@ def build_dataset(data_cfg, *, split: str = "train", global_batch_size: int, seq
   is_train = split == "train"
   shuffle = is_train if shuffle is None else shuffle
   repeat = is_train if repeat is None else repeat
+  if data_cfg.path.startswith("kg:"):                    # ERNIE (THU): entity-aligned pairs
+    from plmjax.knowledge import data as knowledge_data
+    return knowledge_data.build_dataset(data_cfg, split=split, global_batch_size=global_batch_size,
+                                        seq_len=seq_len, seed=seed, mode=mode, process_index=process_index,
+                                        process_count=process_count, shuffle=shuffle, repeat=repeat)
   tok = sources.corpus_tokenizer(data_cfg)
   _convention(tok, data_cfg.special_tokens)                # fail now on a bad data.special_tokens
   source = sources.open_source(data_cfg, split)

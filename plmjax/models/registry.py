@@ -11,7 +11,7 @@ import functools
 from typing import Callable, Optional
 
 from plmjax.models import bert, gpt, seq2seq
-from plmjax.models import awd_lstm, elmo, siatl
+from plmjax.models import awd_lstm, elmo, ernie_thu, siatl
 from plmjax.models import transformer_xl, xlnet
 
 
@@ -52,7 +52,8 @@ SURVEY: dict[str, ModelSpec] = {s.name: s for s in [
               "subword 15%, per-row attention masks", bert.unilm_base, bert.Bert, "implemented"),
     ModelSpec("ernie1", "Sun et al. 2019a", "Transformer encoder (post-LN)", "MLM + NSP", "staged: subword -> phrase -> entity",
               functools.partial(bert.bert_base, vocab_size=18000), bert.Bert, "implemented"),
-    ModelSpec("ernie_thu", "Zhang et al. 2019", "Transformer encoder + knowledge encoder", "MLM + entity alignment", "subword + entity"),
+    ModelSpec("ernie_thu", "Zhang et al. 2019", "Transformer encoder + knowledge encoder", "MLM + NSP + dEA (entity alignment)",
+              "subword 15%; entities 5% replaced / 15% masked", ernie_thu.ernie_thu_base, ernie_thu.ErnieThu, "implemented"),
     ModelSpec("mtdnn", "Liu et al. 2019", "Transformer encoder", "multi-task fine-tuning", "-",
               status="fine-tuning mode: experiments/mtdnn.py"),
     ModelSpec("ernie2", "Sun et al. 2020", "Transformer encoder", "continual multi-task pretraining", "subword, phrase, entity"),

@@ -5,6 +5,7 @@
                                 whole-word / ERNIE / span masking)
     "mlm_nsp"      Bert         masked LM + next-sentence prediction (BERT)
     "span_mlm_sbo" Bert + SBO   geometric span masking, masked LM + span boundary objective (SpanBERT)
+    "ernie_dea"    ErnieThu     masked LM + NSP + denoising entity auto-encoder (ERNIE THU; dea.py)
     "staged_mlm"   Bert         masked LM whose unit changes at step boundaries (ERNIE 1.0:
                                 token -> phrase -> entity; staged.py)
     "mass"         Seq2Seq      masked seq2seq: one contiguous fragment, decoder predicts it (mass.py)
@@ -53,6 +54,10 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "staged_mlm": dict(name="staged_mlm", **_MASKING, nsp_weight=0.0,
                        stage_units=("token", "phrase", "entity"),   # ERNIE 1.0's three stages
                        stage_steps=(0, 0)),       # step at which each later stage starts
+    "ernie_dea": dict(name="ernie_dea", **_MASKING, nsp_weight=1.0, dea_weight=1.0, dea_replace_prob=0.05,
+                      dea_mask_prob=0.15, max_entities=16,
+                      knowledge="",     # "kg:..." or entity2vec.vec: random replacements draw from its rows
+                      num_entities=0),  # 0: the number of rows of `knowledge`
     "mass": dict(name="mass", mask_ratio=0.5, span_tokens=0, start_prob=0.2, end_prob=0.2,
                  mask_token_prob=0.8, random_token_prob=0.1),
     "unilm": dict(name="unilm", **_MASKING, proportions=(1 / 3, 1 / 6, 1 / 6, 1 / 3),
@@ -125,6 +130,15 @@ def build_objective(cfg: Any, vocab: Any) -> Objective:
                               dupe_factor=c.dupe_factor, static_seed=c.static_seed,
                               nsp_weight=c.get("nsp_weight", 0.0), sbo_weight=c.get("sbo_weight", 0.0),
                               sbo_max_offset=c.get("sbo_max_offset", 20))
+  if c.name == "ernie_dea":
+    from plmjax.objectives.dea import ErnieDEA
+    num = c.num_entities
+    if not num:
+      from plmjax.knowledge.kg import entity_vectors
+      num = len(entity_vectors(c.knowledge))
+    return ErnieDEA(mlm(c.unit), num_entities=num, dea_weight=c.dea_weight,
+                    dea_replace_prob=c.dea_replace_prob, dea_mask_prob=c.dea_mask_prob,
+                    max_entities=c.max_entities)
   if c.name == "staged_mlm":
     from plmjax.objectives.staged import StagedMaskedLM
     return StagedMaskedLM(tuple(mlm(u) for u in c.stage_units), tuple(int(s) for s in c.stage_steps))
