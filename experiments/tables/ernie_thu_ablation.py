@@ -59,7 +59,8 @@ sys.path.insert(0, ROOT)
 from plmjax.knowledge import data as kdata, synthetic_kg  # noqa: E402
 from plmjax.objectives import default_objective_config  # noqa: E402
 from plmjax.train import config as config_lib  # noqa: E402
-from plmjax.train.checkpoint import restore_params, tree_mismatches  # noqa: E402
+from plmjax.train.checkpoint import restore_params  # noqa: E402
+from plmjax.train.init_from import merge_params  # noqa: E402
 from plmjax.train.loop import train_and_evaluate  # noqa: E402
 
 PAPER = {"ERNIE": 88.32, "ERNIE w/o entities": 85.79, "ERNIE w/o dEA": 85.62, "BERT": 84.89}
@@ -150,11 +151,11 @@ def finetune(module, pretrained, train, dev, *, entities: bool, seed: int, s: di
   clf = Classifier(module, num_classes)
   key = jax.random.PRNGKey(1000 + seed)
   init = nn.meta.unbox(clf.init({"params": key, "dropout": key}, jax.tree.map(lambda a: a[:2], xt))["params"])
-  pretrained = {k: v for k, v in pretrained.items() if k in init["backbone"]}   # drops e.g. dea_head
-  missing, _, bad = tree_mismatches(init["backbone"], pretrained)
-  if missing or bad:
-    raise ValueError(f"pre-trained params do not fit the backbone: {(missing + bad)[:3]}")
-  params = {**init, "backbone": jax.tree.map(jnp.asarray, pretrained)}
+  backbone, report = merge_params(init["backbone"], pretrained, source="pre-training run",
+                                  key="ablation")                     # drops e.g. dea_head
+  if report.new:
+    raise ValueError(f"pre-trained params do not fit the backbone: missing {report.new[:3]}")
+  params = {**init, "backbone": jax.tree.map(jnp.asarray, backbone)}
   steps_per_epoch = max(len(yt) // s["ft_batch"], 1)
   total = steps_per_epoch * s["ft_epochs"]
   tx = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, 1e-3, max(total // 10, 1), max(total, 2)),
