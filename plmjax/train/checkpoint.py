@@ -9,11 +9,30 @@ while training continues), keep the newest `keep` checkpoints, and are atomic: o
 a temporary folder and renames it when complete, so a run killed mid-save leaves the previous
 checkpoint as the latest. Restoring takes an abstract target (shapes, dtypes, shardings), so each
 device reads only its own shards.
+
+Reliability (see plmjax/train/integrity.py and guard.py):
+
+- every save, wait and close runs under a deadline (`io_timeout_s`; past it the run ends with
+  guard.EXIT_IO) and turns any failure into one `WriteError` naming the folder, the cause and the
+  last complete checkpoint; before each save a small probe file is written into the folder, so a
+  read-only / immutable / full folder fails at once rather than deep in orbax's threads;
+- a background thread writes each checkpoint's digest once orbax has renamed it into place;
+- `restore_valid` walks the checkpoints newest first and resumes from the newest one whose files
+  match their digest, that restores, and whose params and optimizer state are finite; each skipped
+  one is reported with its reason (and, for training, moved to WORKDIR/damaged_checkpoints/ so
+  that the step can be saved again). A checkpoint whose param tree does not fit the config is a
+  config error, not damage: it stops the run at once.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import queue
+import shutil
+import threading
+import time
 from typing import Optional
 
 import grain
@@ -21,29 +40,138 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from plmjax.train import integrity
+from plmjax.train.guard import WriteError
 from plmjax.train.state import TrainState
+
+
+class CheckpointError(RuntimeError):
+  """No checkpoint can be resumed (all damaged), or one does not fit the config."""
 
 
 class Checkpointer:
 
-  def __init__(self, directory: str, keep: int, async_save: bool = True):
+  def __init__(self, directory: str, keep: int, async_save: bool = True, io_timeout_s: float = 600,
+               guard=None, create: bool = True):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           enable_async_checkpointing=async_save)
-    self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=("state", "data", "config"))
+    self.io_timeout_s, self.guard = float(io_timeout_s), guard
+    self.extra: dict = {}                     # counters saved with each checkpoint's digest
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=create, enable_async_checkpointing=async_save,
+        async_options=ocp.AsyncOptions(timeout_secs=max(1, int(io_timeout_s))))
+    with self._bounded(f"opening {self.directory}"):
+      self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                           item_names=("state", "data", "config"))
+    self._digests: queue.Queue = queue.Queue()
+    self._digest_error: Optional[BaseException] = None
+    self._digester = threading.Thread(target=self._digest_loop, name="plmjax-digest", daemon=True)
+    self._digester.start()
+
+  # ---- bounded, checked operations ---------------------------------------------------------------------
+  @contextlib.contextmanager
+  def _bounded(self, what: str):
+    """Deadline (when a guard is set) + any failure -> one WriteError naming `what`."""
+    ctx = self.guard.deadline(self.io_timeout_s, what) if self.guard else contextlib.nullcontext()
+    with ctx:
+      try:
+        yield
+      except WriteError:
+        raise
+      except Exception as e:  # noqa: BLE001  (orbax raises OSError, ValueError, RuntimeError...)
+        raise WriteError(f"{what} failed: {integrity.summarize(e)}; {self.describe_last()}") from e
+
+  def describe_last(self) -> str:
+    """"the last complete checkpoint is step S (PATH)" from a directory listing (never blocks on
+    orbax, so the watchdog may call it)."""
+    try:
+      steps = sorted(int(d) for d in os.listdir(self.directory) if d.isdigit())
+    except OSError:
+      steps = []
+    if not steps:
+      return f"no complete checkpoint in {self.directory}"
+    return f"the last complete checkpoint is step {steps[-1]} ({self.directory}/{steps[-1]})"
+
+  def _probe(self) -> None:
+    """Writes and removes a small file: a full, read-only or immutable folder fails here."""
+    path = os.path.join(self.directory, f".plmjax_write_probe.{os.getpid()}")
+    try:
+      with open(path, "wb") as f:
+        f.write(b"\0" * 4096)
+        f.flush()
+      os.remove(path)
+    except OSError as e:
+      raise WriteError(f"cannot write checkpoints to {self.directory}: {e.strerror} ({path}); "
+                       f"{self.describe_last()}") from None
+
+  def _raise_pending(self) -> None:
+    self.manager.check_for_errors()
+    if self._digest_error is not None:
+      e, self._digest_error = self._digest_error, None
+      raise e
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
   def save(self, step: int, state: TrainState, data_iter, config, force: bool = False) -> bool:
     """Starts saving; returns once the state is off the devices and the iterator position taken."""
-    args = ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iter),
-        config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())))
-    return self.manager.save(step, args=args, force=force)
+    with self._bounded(f"saving checkpoint {step} to {self.directory}"):
+      self._raise_pending()
+      if jax.process_index() == 0:
+        self._probe()
+      args = ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          data=grain.checkpoint.CheckpointSave(data_iter),
+          config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())))
+      saved = self.manager.save(step, args=args, force=force)
+    if saved and jax.process_index() == 0:
+      self._digests.put((step, dict(self.extra)))
+    return saved
 
+  def wait(self) -> None:
+    """Waits for the save in flight and its digest; raises WriteError if either failed."""
+    with self._bounded(f"finishing the checkpoint save in {self.directory}"):
+      self.manager.wait_until_finished()
+      self._raise_pending()
+      self._digests.join()
+      self._raise_pending()
+
+  def close(self) -> None:
+    try:
+      self.wait()
+    finally:
+      self._digests.put(None)
+      with self._bounded(f"closing {self.directory}"):
+        self.manager.close()
+
+  # ---- digests -----------------------------------------------------------------------------------------
+  def _digest_loop(self) -> None:
+    while True:
+      job = self._digests.get()
+      try:
+        if job is None:
+          return
+        step, extra = job
+        step_dir = os.path.join(self.directory, str(step))
+        deadline = time.monotonic() + self.io_timeout_s
+        while not os.path.isdir(step_dir) and time.monotonic() < deadline:
+          if any(d.startswith(f"{step}.") for d in os.listdir(self.directory)):
+            time.sleep(0.05)          # orbax's tmp folder: still writing
+          elif self.manager.is_saving_in_progress():
+            time.sleep(0.05)
+          else:
+            break                     # the save failed; manager.check_for_errors reports it
+        if os.path.isdir(step_dir):
+          try:
+            integrity.write_digest(step_dir, step, extra)
+          except FileNotFoundError:
+            pass                      # rotated out (keep_checkpoints) while hashing
+      except Exception as e:  # noqa: BLE001
+        self._digest_error = WriteError(f"writing the digest of checkpoint {job[0]} in "
+                                        f"{self.directory} failed: {integrity.summarize(e)}")
+      finally:
+        self._digests.task_done()
+
+  # ---- restoring ---------------------------------------------------------------------------------------
   def restore(self, step: int, target: TrainState, data_iter) -> TrainState:
     """Restores the state into `target`'s shapes / shardings and moves `data_iter` in place."""
     restored = self.manager.restore(step, args=ocp.args.Composite(
@@ -51,12 +179,104 @@ class Checkpointer:
         data=grain.checkpoint.CheckpointRestore(data_iter)))
     return restored.state
 
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
+  def restore_valid(self, target: TrainState, data_iter, *, quarantine: bool,
+                    say=print) -> tuple[Optional[int], Optional[TrainState]]:
+    """-> (step, state) of the newest checkpoint that passes every check, or (None, None) when the
+    folder holds none at all. Skipped checkpoints are reported through `say`; with `quarantine`
+    they are moved to WORKDIR/damaged_checkpoints/ (process 0). Every checkpoint damaged ->
+    CheckpointError listing them (never a silent fresh start)."""
+    steps = self._step_folders()
+    skipped = []
+    for step in steps:
+      step_dir = os.path.join(self.directory, str(step))
+      problem, verified = integrity.check_files(step_dir)
+      state = None
+      if problem is None:
+        self._check_fits(step, step_dir, target)
+        try:
+          with _quiet_orbax():
+            state = self.restore(step, target, data_iter)
+        except Exception as e:  # noqa: BLE001  (tensorstore / orbax / json errors)
+          problem = f"restoring it failed: {integrity.summarize(e)}"
+      if problem is None:
+        bad = integrity.nonfinite_leaves({"params": state.params, "opt_state": state.opt_state})
+        if bad:
+          problem = f"non-finite values in {', '.join(bad)}"
+      if problem is None:
+        if not verified:
+          say(f"checkpoint {step}: no {integrity.DIGEST_FILE} (saved before digests, or killed "
+              "right after the save): resumed unverified")
+        self.extra = integrity.read_extra(step_dir)
+        return step, state
+      skipped.append(f"{step} ({problem})")
+      say(f"checkpoint {step} in {self.directory}: skipped: {problem}")
+      if quarantine:
+        self._quarantine(step)
+    if skipped:
+      raise CheckpointError(f"no checkpoint in {self.directory} can be resumed: "
+                            + "; ".join(skipped) + ". Move them away to start over.")
+    return None, None
 
-  def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+  def _step_folders(self) -> list[int]:
+    """Numeric folders, newest first (orbax's own list plus any folder it does not recognise)."""
+    try:
+      names = os.listdir(self.directory)
+    except FileNotFoundError:
+      return []
+    return sorted({int(d) for d in names if d.isdigit()} | set(self.manager.all_steps()),
+                  reverse=True)
+
+  def _check_fits(self, step: int, step_dir: str, target: TrainState) -> None:
+    """The checkpoint's param tree (orbax metadata) against the config's: a different model is a
+    config error. Unreadable metadata is left to the restore (reported as damage)."""
+    try:
+      with _quiet_orbax():
+        meta = self.manager.item_metadata(step)["state"]
+      params = meta["params"] if isinstance(meta, dict) else meta.params
+    except Exception:  # noqa: BLE001
+      return
+    missing, unexpected, shapes = tree_mismatches(target.params, params)
+    if missing or unexpected or shapes:
+      saved = os.path.join(step_dir, "config", "metadata")
+      name = ""
+      try:
+        with open(saved) as f:
+          name = json.load(f)["model"]["name"]
+      except (OSError, ValueError, KeyError, TypeError):
+        pass
+      problems = ([f"missing {k}" for k in missing] + [f"unexpected {k}" for k in unexpected]
+                  + [f"{k} (checkpoint vs config)" for k in shapes])
+      raise CheckpointError(
+          f"checkpoint {step_dir} does not fit this config"
+          + (f" (it was saved by model.name={name!r}, see {saved})" if name else "")
+          + f": {len(problems)} param mismatches, e.g. " + "; ".join(problems[:3])
+          + ". Use the config the run was trained with, or another --workdir.")
+
+  def _quarantine(self, step: int) -> None:
+    if jax.process_index() == 0:
+      dest_root = os.path.join(os.path.dirname(self.directory), "damaged_checkpoints")
+      os.makedirs(dest_root, exist_ok=True)
+      dest = os.path.join(dest_root, f"{step}.{int(time.time())}")
+      shutil.move(os.path.join(self.directory, str(step)), dest)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"plmjax_quarantine_{step}")
+    self.manager.reload()
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+  """Orbax logs each failed read at ERROR with full tracebacks (hundreds of lines); the caller
+  reports the failure in one line instead."""
+  loggers = [logging.getLogger(n) for n in ("absl", "asyncio")]
+  levels = [lg.level for lg in loggers]
+  for lg in loggers:
+    lg.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    for lg, lv in zip(loggers, levels):
+      lg.setLevel(lv)
 
 
 def run_checkpoint(path: str, key: str) -> tuple[str, str]:

@@ -11,7 +11,11 @@ A config is an `ml_collections.ConfigDict` with the sections
                eval_steps, grad_accum, clip_norm, keep_checkpoints, prng_impl (threefry2x32 | rbg |
                unsafe_rbg), init_from (a plmjax workdir or WORKDIR/checkpoints/<step>: a new run in
                an empty workdir starts from its params, with a fresh optimizer and step 0; e.g.
-               BERT's length-512 phase after the length-128 one)
+               BERT's length-512 phase after the length-128 one), nonfinite ("stop": a step with a
+               non-finite loss / gradient / param ends the run, nothing non-finite is saved;
+               "skip": that step's update is left out and counted as skipped_steps),
+               io_timeout_s (the longest a checkpoint save or metrics write may block),
+               stop_timeout_s (after SIGTERM / SIGINT: the longest the save-and-exit may take)
     mesh       data, fsdp, tensor (device counts; one may be -1 = the rest)
     dtype      compute dtype: "auto" (bfloat16 on GPU/TPU, float32 on CPU) | "float32" | "bfloat16"
 
@@ -80,7 +84,8 @@ def train_section(**overrides) -> ml_collections.ConfigDict:
   """The `train` section with its defaults."""
   d = dict(steps=1000, batch_size=32, seed=0, log_every=10, checkpoint_every=500, eval_every=500,
            eval_steps=10, grad_accum=1, clip_norm=1.0, keep_checkpoints=3,
-           prng_impl="threefry2x32", init_from="")
+           prng_impl="threefry2x32", init_from="", nonfinite="stop", io_timeout_s=600.0,
+           stop_timeout_s=60.0)
   return ml_collections.ConfigDict(_checked("train", d, overrides))
 
 
@@ -88,6 +93,7 @@ def train_section(**overrides) -> ml_collections.ConfigDict:
 # spans, permutations). threefry2x32 is JAX's default; "rbg" / "unsafe_rbg" use the accelerator's
 # random-bit generator, much cheaper for dropout on GPU/TPU (see README "GPU"), with other streams.
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+NONFINITE_MODES = ("stop", "skip")      # plmjax.train.step.NONFINITE_MODES
 
 
 def apply_prng_impl(cfg) -> None:
@@ -242,10 +248,32 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"train.{k}={t[k]} must be >= 1")
   if t.get("prng_impl", "threefry2x32") not in PRNG_IMPLS:
     raise ConfigError(f"train.prng_impl={t.prng_impl!r}: expected one of {PRNG_IMPLS}")
+  if t.get("nonfinite", "stop") not in NONFINITE_MODES:
+    raise ConfigError(f"train.nonfinite={t.nonfinite!r}: expected one of {NONFINITE_MODES}")
+  for k in ("io_timeout_s", "stop_timeout_s"):
+    if k in t and not t[k] > 0:
+      raise ConfigError(f"train.{k}={t[k]} must be > 0 (seconds)")
   if t.batch_size % t.grad_accum:
     raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
+  _validate_model_sizes(cfg.model)
   module = getattr(registry.SURVEY.get(cfg.model.name), "module", None)
   if (getattr(module, "__name__", "") in LEARNED_POSITION_MODULES
       and cfg.data.seq_len > cfg.model.get("max_len", cfg.data.seq_len)):
     raise ConfigError(f"data.seq_len={cfg.data.seq_len} exceeds model.max_len={cfg.model.max_len} "
                       f"(the size of {cfg.model.name}'s learned position table)")
+
+
+# Model sizes that must be positive integers (where a model has them), and the attention split.
+POSITIVE_MODEL_KEYS = ("hidden_size", "num_layers", "num_heads", "mlp_dim", "max_len",
+                       "num_decoder_layers", "max_chars", "char_dim", "proj_size", "type_vocab_size")
+
+
+def _validate_model_sizes(model) -> None:
+  for k in POSITIVE_MODEL_KEYS:
+    v = model.get(k)
+    if isinstance(v, int) and not isinstance(v, bool) and v < 1:
+      raise ConfigError(f"model.{k}={v} must be >= 1")
+  heads, width = model.get("num_heads"), model.get("hidden_size")
+  if isinstance(heads, int) and isinstance(width, int) and not model.get("head_size") and width % heads:
+    raise ConfigError(f"model.hidden_size={width} is not divisible by model.num_heads={heads} "
+                      "(each head gets hidden_size / num_heads dimensions)")

@@ -15,8 +15,14 @@
                            line {"split": "eval", "step": s+1, loss, perplexity, ...}
                  save      (s+1) % checkpoint_every == 0 or last, or on SIGTERM (then exit)
 
-A NaN / inf loss stops the run with an error naming the step (checked whenever metrics are
-fetched, i.e. at log steps). Train lines carry "step" = updates done before the measured step;
+Reliability (plmjax/train/guard.py, workdir.py, checkpoint.py, integrity.py): process 0 holds
+WORKDIR/.plmjax.lock for the run (a second run is refused); resume takes the newest checkpoint
+that passes its digest, restore and finiteness checks (skipped ones are reported and moved to
+WORKDIR/damaged_checkpoints/); every step returns an on-device finite flag, read one step late:
+train.nonfinite="stop" ends the run naming the step before anything non-finite is saved, "skip"
+leaves that step's update out; SIGTERM / SIGINT save and raise guard.Preempted, within
+train.stop_timeout_s; a failed or stuck write ends the run (guard.WriteError, train.io_timeout_s).
+Train lines carry "step" = updates done before the measured step;
 eval lines carry "step" = updates done when evaluated.
 """
 from __future__ import annotations
@@ -24,13 +30,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import time
 from typing import Optional
 
 import jax
 import numpy as np
-import tensorboardX
 import tqdm
 from jax.sharding import PartitionSpec as P
 
@@ -38,6 +42,9 @@ from plmjax.data import build_dataset
 from plmjax.objectives import build_objective
 from plmjax.train import config as config_lib
 from plmjax.train.checkpoint import Checkpointer, restore_params, tree_mismatches
+from plmjax.train.events import EventLog
+from plmjax.train.guard import FiniteCheck, Preempted, RunGuard, WriteError
+from plmjax.train.workdir import WorkdirLock
 from plmjax.train.mesh import BATCH_AXES, make_mesh, shard_batch
 from plmjax.train.optim import make_optimizer
 from plmjax.train.state import abstract_state, count_params, create_train_state
@@ -59,7 +66,8 @@ class MetricsLog:
       self._truncate(resume_step)
     elif os.path.exists(self.path):
       os.remove(self.path)      # a fresh run in a reused folder starts a fresh log
-    self.tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+    with _write_errors(self.path):
+      self.tb = EventLog(os.path.join(workdir, "tensorboard"))
 
   def _truncate(self, step: int) -> None:
     """Keeps train lines of steps < `step` and eval lines of steps <= `step`."""
@@ -81,15 +89,32 @@ class MetricsLog:
     rec = {"step": int(step), **({"split": split} if split != "train" else {}),
            **{k: float(v) for k, v in metrics.items()}}
     if self.active:
-      with open(self.path, "a") as f:
-        f.write(json.dumps(rec) + "\n")
-      for k, v in metrics.items():
-        self.tb.add_scalar(f"{split}/{k}", float(v), step)
+      with _write_errors(self.path):
+        with open(self.path, "a") as f:
+          f.write(json.dumps(rec) + "\n")
+      with _write_errors(self.tb.logdir):
+        self.tb.scalars(step, metrics, prefix=f"{split}/")
     return rec
 
   def close(self) -> None:
     if self.active:
-      self.tb.close()
+      with _write_errors(self.tb.logdir):
+        self.tb.close()
+
+
+class _write_errors:
+  """OSError inside -> WriteError naming `path` (the run ends; checkpoints are untouched)."""
+
+  def __init__(self, path: str):
+    self.path = path
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, typ, e, tb):
+    if isinstance(e, OSError) and not isinstance(e, WriteError):
+      raise WriteError(f"writing {self.path} failed: {e.strerror or e}") from e
+    return False
 
 
 def with_perplexity(metrics: dict) -> dict:
@@ -103,7 +128,7 @@ def with_perplexity(metrics: dict) -> dict:
 class Run:
   """Everything a config builds before the first step."""
 
-  def __init__(self, config, workdir: str):
+  def __init__(self, config, workdir: str, create: bool = True):
     self.config, self.workdir = config, os.path.abspath(workdir)
     t = config.train
     self.mesh = make_mesh(config.mesh)
@@ -123,10 +148,12 @@ class Run:
     self.state, self.shardings = create_train_state(self.model, self.tx, inputs, self.mesh, t.seed,
                                                     **self.model_state_init(config, t.batch_size))
     self.train_step = make_train_step(self.model, self.objective, self.tx, self.schedule, self.mesh,
-                                      self.shardings, self.batch_shapes, grad_accum=t.grad_accum)
+                                      self.shardings, self.batch_shapes, grad_accum=t.grad_accum,
+                                      nonfinite=t.get("nonfinite", "stop"))
     self.eval_step = make_eval_step(self.model, self.objective, self.mesh, self.shardings,
                                     self.batch_shapes)
-    self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), t.keep_checkpoints)
+    self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), t.keep_checkpoints,
+                                     io_timeout_s=t.get("io_timeout_s", 600), create=create)
 
   def model_state_init(self, config, batch_size: int) -> dict:
     """Recurrent models on "stream" data (row i continues row i of the previous batch) carry their
@@ -158,12 +185,13 @@ class Run:
     params = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(self.state.params), leaves)
     self.state = self.state.replace(params=jax.device_put(params, self.shardings.params))
 
-  def restore_latest(self, data_iter) -> Optional[int]:
-    step = self.checkpointer.latest_step()
+  def restore_latest(self, data_iter, quarantine: bool = True) -> Optional[int]:
+    """Resumes from the newest intact checkpoint (see Checkpointer.restore_valid); None if none."""
+    target = abstract_state(self.state, self.shardings)
+    step, state = self.checkpointer.restore_valid(target, data_iter, quarantine=quarantine)
     if step is None:
       return None
-    target = abstract_state(self.state, self.shardings)
-    self.state = self.checkpointer.restore(step, target, data_iter)
+    self.state = state
     return int(self.state.step)
 
   def evaluate(self) -> dict:
@@ -185,21 +213,6 @@ class Run:
 
 
 # ---- the loop ------------------------------------------------------------------------------------------
-class _Preemption:
-  """Turns SIGTERM into a flag the loop checks after every step."""
-
-  def __init__(self):
-    self.requested = False
-    self._old = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def restore(self):
-    signal.signal(signal.SIGTERM, self._old)
-
-
 def _check_finite(step: int, metrics: dict, workdir: str) -> None:
   loss = float(metrics["loss"])
   if not math.isfinite(loss):
@@ -209,8 +222,18 @@ def _check_finite(step: int, metrics: dict, workdir: str) -> None:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the last metrics."""
+  """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the last metrics.
+  Raises guard.Preempted after a SIGTERM / SIGINT save, WorkdirBusy if another run holds it."""
   os.makedirs(workdir, exist_ok=True)
+  lock = WorkdirLock(workdir).acquire() if jax.process_index() == 0 else None
+  try:
+    return _train(config, workdir)
+  finally:
+    if lock:
+      lock.release()
+
+
+def _train(config, workdir: str) -> dict:
   config_lib.apply_prng_impl(config)
   run = Run(config, workdir)
   t = config.train
@@ -230,20 +253,28 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if floor:
       print(f"synthetic corpus entropy floor: {floor['per_token']:.3f} nats/token", flush=True)
 
-  preempt = _Preemption()
+  preempt = RunGuard(t.get("stop_timeout_s", 60), describe=run.checkpointer.describe_last)
+  run.checkpointer.guard = preempt
+  finite = FiniteCheck(t.get("nonfinite", "stop"), run.checkpointer.describe_last,
+                       skipped=run.checkpointer.extra.get("skipped_steps", 0))
   bar = tqdm.tqdm(total=t.steps, initial=start, disable=not is_main, dynamic_ncols=True)
   last, tokens, t0 = {}, 0, time.perf_counter()
+  preempt.__enter__()
   try:
     for step in range(start, t.steps):
       host_batch = next(data_iter)
       tokens += int(np.sum(host_batch["attention_mask"])) * jax.process_count()
       run.state, metrics = run.train_step(run.state, shard_batch(host_batch, run.mesh))
+      metrics = finite.push(step, metrics)      # raises for step - 1 if it was not finite ("stop")
       done = step + 1
       if step % t.log_every == 0 or done == t.steps:
+        finite.flush()
         metrics = jax.device_get(metrics)
-        _check_finite(step, metrics, run.workdir)
+        if finite.mode == "stop":
+          _check_finite(step, metrics, run.workdir)
         elapsed = time.perf_counter() - t0
-        last = log.write(step, {**metrics, "tokens_per_sec": tokens / max(elapsed, 1e-9)})
+        last = log.write(step, {**metrics, **finite.log_fields(),
+                                "tokens_per_sec": tokens / max(elapsed, 1e-9)})
         bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_sec']:.0f}")
         tokens, t0 = 0, time.perf_counter()
       bar.update(1)
@@ -253,25 +284,35 @@ def train_and_evaluate(config, workdir: str) -> dict:
         bar.write(json.dumps(rec))
         t0 += time.perf_counter() - t_eval          # tokens/s counts training time only
       if done % t.checkpoint_every == 0 or done == t.steps or preempt.requested:
-        run.checkpointer.save(done, run.state, data_iter, config, force=preempt.requested)
+        finite.flush()                          # never save a non-finite state
+        run.checkpointer.extra = finite.log_fields()
+        run.checkpointer.save(done, run.state, data_iter, config, force=bool(preempt.requested))
       if preempt.requested:
         run.checkpointer.wait()
-        bar.write(f"SIGTERM: saved step {done} to {run.checkpointer.directory}; exiting")
-        break
+        bar.write(f"{preempt.requested}: saved step {done} to {run.checkpointer.directory}; exiting")
+        raise Preempted(f"{preempt.requested}: stopped at step {done} of {t.steps} after saving "
+                        f"{run.checkpointer.directory}/{done}; the same command resumes", done)
   finally:
     bar.close()
-    preempt.restore()
-    run.checkpointer.close()
-    log.close()
+    try:
+      run.checkpointer.close()
+      log.close()
+    finally:
+      preempt.__exit__(None, None, None)
   return last
 
 
 def evaluate(config, workdir: str) -> dict:
-  """`plmjax eval`: evaluates the latest checkpoint in `workdir` (or the fresh init if none)."""
+  """`plmjax eval`: evaluates the newest intact checkpoint in `workdir`; a workdir without one is
+  an error (FileNotFoundError), and nothing is created in it."""
   config_lib.apply_prng_impl(config)
-  run = Run(config, workdir)
-  step = run.restore_latest(iter(run.train_data))
-  metrics = {"step": step or 0, "split": "eval", **run.evaluate()}
+  ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not os.path.isdir(ckpt_dir) or not any(d.isdigit() for d in os.listdir(ckpt_dir)):
+    raise FileNotFoundError(f"plmjax eval: no checkpoint in {ckpt_dir} (is --workdir {workdir!r} "
+                            "the workdir of a plmjax train run?)")
+  run = Run(config, workdir, create=False)
+  step = run.restore_latest(iter(run.train_data), quarantine=False)
+  metrics = {"step": step, "split": "eval", **run.evaluate()}
   run.checkpointer.close()
   if jax.process_index() == 0:
     with open(os.path.join(run.workdir, "eval.jsonl"), "a") as f:
