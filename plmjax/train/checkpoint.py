@@ -80,9 +80,15 @@ class Checkpointer:
       except Exception as e:  # noqa: BLE001  (orbax raises OSError, ValueError, RuntimeError...)
         raise WriteError(f"{what} failed: {integrity.summarize(e)}; {self.describe_last()}") from e
 
-  def describe_last(self) -> str:
-    """"the last complete checkpoint is step S (PATH)" from a directory listing (never blocks on
-    orbax, so the watchdog may call it)."""
+  def describe_last(self, wait: bool = False) -> str:
+    """"the last complete checkpoint is step S (PATH)" from a directory listing; `wait`: after
+    the save in flight ends (errors ignored); without, it never blocks (the watchdog calls it)."""
+    if wait:
+      try:
+        with self._bounded("finishing the checkpoint save in flight"):
+          self.manager.wait_until_finished()
+      except Exception:  # noqa: BLE001  (a failed save is reported by wait / close)
+        pass
     try:
       steps = sorted(int(d) for d in os.listdir(self.directory) if d.isdigit())
     except OSError:

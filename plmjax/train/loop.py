@@ -255,7 +255,7 @@ def _train(config, workdir: str) -> dict:
 
   preempt = RunGuard(t.get("stop_timeout_s", 60), describe=run.checkpointer.describe_last)
   run.checkpointer.guard = preempt
-  finite = FiniteCheck(t.get("nonfinite", "stop"), run.checkpointer.describe_last,
+  finite = FiniteCheck(t.get("nonfinite", "stop"), lambda: run.checkpointer.describe_last(wait=True),
                        skipped=run.checkpointer.extra.get("skipped_steps", 0))
   bar = tqdm.tqdm(total=t.steps, initial=start, disable=not is_main, dynamic_ncols=True)
   last, tokens, t0 = {}, 0, time.perf_counter()
