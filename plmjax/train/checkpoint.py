@@ -237,8 +237,9 @@ class Checkpointer:
     config error. Unreadable metadata is left to the restore (reported as damage)."""
     try:
       with _quiet_orbax():
-        meta = self.manager.item_metadata(step)["state"]
-      params = meta["params"] if isinstance(meta, dict) else meta.params
+        meta = ocp.StandardCheckpointer().metadata(os.path.join(step_dir, "state"))
+      tree = getattr(meta, "item_metadata", meta)
+      params = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype), tree["params"])
     except Exception:  # noqa: BLE001
       return
     missing, unexpected, shapes = tree_mismatches(target.params, params)
