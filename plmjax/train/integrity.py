@@ -20,6 +20,7 @@ rename and the digest, or saved by an older plmjax) is resumed unverified, with 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -118,7 +119,22 @@ def nonfinite_leaves(tree, limit: int = 3) -> list[str]:
   return [name for (name, _), ok in zip(leaves, flags) if not bool(np.asarray(ok))][:limit]
 
 
-def summarize(e: BaseException, limit: int = 300) -> str:
-  """One line for an exception raised deep inside orbax / tensorstore."""
+_OS_CAUSES = tuple(os.strerror(e) for e in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                                             errno.EPERM, errno.EFBIG, errno.EIO))
+
+
+def summarize(e: BaseException, limit: int = 240) -> str:
+  """One line for an exception raised deep inside orbax / tensorstore, led by the OS-level cause
+  ("No space left on device", "Permission denied", ...) when one is in its text or its chain."""
   text = " ".join(str(e).split())
-  return f"{type(e).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+  cause = ""
+  seen, x = set(), e
+  while x is not None and id(x) not in seen:
+    seen.add(id(x))
+    if isinstance(x, OSError) and x.strerror:
+      cause = x.strerror
+      break
+    x = x.__cause__ or x.__context__
+  cause = cause or next((c for c in _OS_CAUSES if c in text), "")
+  short = f"{type(e).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+  return f"{cause} ({short})" if cause else short
