@@ -17,7 +17,13 @@ import pytest
 
 from plmjax.train.checkpoint import CheckpointError
 from plmjax.train.loop import evaluate, train_and_evaluate
-from tests.reliability_common import read_metrics, steps, tiny_config
+from tests.reliability_common import compile_cache, read_metrics, steps, tiny_config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cache():
+  with compile_cache():
+    yield
 
 ARGS = ["--config.train.steps=8", "--config.train.checkpoint_every=4"]
 

@@ -13,7 +13,13 @@ import pytest
 
 from plmjax.train.guard import NonFiniteError
 from plmjax.train.loop import train_and_evaluate
-from tests.reliability_common import all_finite, read_metrics, restored_state, steps, tiny_config
+from tests.reliability_common import compile_cache, all_finite, read_metrics, restored_state, steps, tiny_config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cache():
+  with compile_cache():
+    yield
 
 BLOWUP = ["--config.optimizer.learning_rate=1e4", "--config.optimizer.warmup_steps=10",
           "--config.train.steps=12", "--config.train.log_every=20", "--config.train.checkpoint_every=1"]

@@ -24,7 +24,7 @@ import pytest
 
 from plmjax.train import guard
 from plmjax.train import integrity
-from tests.reliability_common import ROOT, all_finite, last_line, restored_state, run, steps, train_cmd
+from tests.reliability_common import all_finite, last_line, popen, restored_state, run, steps, train_cmd
 
 LONG = ["--config.train.steps=100000", "--config.train.checkpoint_every=3",
         "--config.train.io_timeout_s=30", "--config.train.stop_timeout_s=30"]
@@ -54,7 +54,7 @@ def test_disk_full_ends_the_run_with_one_clear_error_and_an_intact_checkpoint(tm
   t0 = time.time()
   if _can_unshare():
     proc = run(["unshare", "-rm", "bash", "-c", FULL_DISK, "bash", *cmd], timeout=400,
-               env={**os.environ, "MNT": str(mnt), "OUT": str(out_dir)})
+               env={"MNT": str(mnt), "OUT": str(out_dir)})
     work, reason = out_dir, "No space left on device"
   else:                                        # no mount namespace: a per-file size limit instead
     import resource
@@ -99,8 +99,7 @@ def test_read_only_checkpoint_folder_ends_the_run_naming_it(tmp_path):
   if not _chattr_works(str(tmp_path)):
     pytest.skip("chattr +i does not make a folder immutable here (not root, or no ext4/xfs)")
   work = tmp_path / "w"
-  proc = subprocess.Popen(train_cmd(work, *LONG), cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+  proc = popen(train_cmd(work, *LONG), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   ckpts = work / "checkpoints"
   try:
     deadline = time.time() + 300
@@ -120,8 +119,7 @@ def test_read_only_checkpoint_folder_ends_the_run_naming_it(tmp_path):
 
 
 def test_second_run_is_refused_and_sigint_saves_with_the_preempted_status(tmp_path):
-  first = subprocess.Popen(train_cmd(tmp_path, *LONG), cwd=ROOT, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+  first = popen(train_cmd(tmp_path, *LONG), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   try:
     deadline = time.time() + 300
     while not steps(tmp_path) and first.poll() is None and time.time() < deadline:
