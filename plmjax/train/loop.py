@@ -82,8 +82,9 @@ class MetricsLog:
           continue
         if rec["step"] < step or (rec.get("split") == "eval" and rec["step"] <= step):
           keep.append(line if line.endswith("\n") else line + "\n")
-    with open(self.path, "w") as f:
-      f.writelines(keep)
+    with _write_errors(self.path):
+      with open(self.path, "w") as f:
+        f.writelines(keep)
 
   def write(self, step: int, metrics: dict, split: str = "train") -> dict:
     rec = {"step": int(step), **({"split": split} if split != "train" else {}),
@@ -244,8 +245,9 @@ def _train(config, workdir: str) -> dict:
   log = MetricsLog(run.workdir, resume_step=start if start else None)
   is_main = jax.process_index() == 0
   if is_main:
-    with open(os.path.join(run.workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    with _write_errors(os.path.join(run.workdir, "config.json")):
+      with open(os.path.join(run.workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
     print(f"model {config.model.name}: {count_params(run.state.params):,} params, vocab "
           f"{run.model_config.vocab_size}, dtype {run.model_config.dtype}, mesh {dict(run.mesh.shape)}"
           + (f"; resumed at step {start}" if start else ""), flush=True)
