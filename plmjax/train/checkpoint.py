@@ -26,11 +26,13 @@ Reliability (see plmjax/train/integrity.py and guard.py):
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
 import queue
 import shutil
+import sys
 import threading
 import time
 from typing import Optional
@@ -277,11 +279,14 @@ def _quiet_orbax():
   reports the failure in one line instead."""
   loggers = [logging.getLogger(n) for n in ("absl", "asyncio")]
   levels = [lg.level for lg in loggers]
+  hook, sys.unraisablehook = sys.unraisablehook, lambda _: None   # orbax's abandoned coroutines
   for lg in loggers:
     lg.setLevel(logging.CRITICAL)
   try:
     yield
   finally:
+    gc.collect()
+    sys.unraisablehook = hook
     for lg, lv in zip(loggers, levels):
       lg.setLevel(lv)
 
