@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import sys
 import threading
@@ -64,6 +65,9 @@ class Checkpointer:
     with self._bounded(f"opening {self.directory}"):
       self.manager = ocp.CheckpointManager(self.directory, options=options,
                                            item_names=("state", "data", "config"))
+    self.background_error: Optional[str] = None     # an OS error seen in orbax's save threads
+    self._log_watch = _OrbaxErrors(self)
+    logging.getLogger("absl").addHandler(self._log_watch)
     self._digests: queue.Queue = queue.Queue()
     self._digest_error: Optional[BaseException] = None
     self._digester = threading.Thread(target=self._digest_loop, name="plmjax-digest", daemon=True)
@@ -111,6 +115,18 @@ class Checkpointer:
       raise WriteError(f"cannot write checkpoints to {self.directory}: {e.strerror} ({path}); "
                        f"{self.describe_last()}") from None
 
+  def raise_if_failed(self) -> None:
+    """After each step: a save that failed in orbax's background threads ends the run now."""
+    if self.background_error:
+      raise WriteError(f"saving a checkpoint in {self.directory} failed in the background: "
+                       f"{self.background_error}; {self.describe_last()}")
+
+  def _on_background_error(self, text: str) -> None:
+    if not self.background_error:
+      self.background_error = text
+      if self.guard is not None:        # the main thread may be blocked waiting on that save
+        self.guard.cut_short(15, f"a background write failed: {text}")
+
   def _raise_pending(self) -> None:
     self.manager.check_for_errors()
     if self._digest_error is not None:
@@ -148,6 +164,7 @@ class Checkpointer:
       self.wait()
     finally:
       self._digests.put(None)
+      logging.getLogger("absl").removeHandler(self._log_watch)
       with self._bounded(f"closing {self.directory}"):
         self.manager.close()
 
@@ -271,6 +288,28 @@ class Checkpointer:
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices(f"plmjax_quarantine_{step}")
     self.manager.reload()
+
+
+class _OrbaxErrors(logging.Handler):
+  """Orbax reports a failed background write (disk full, permission) only in its log, and its save
+  threads may then wait on each other until AsyncOptions.timeout_secs; this handler passes the
+  first ERROR record with an OS-level cause to the Checkpointer at once."""
+
+  def __init__(self, checkpointer: "Checkpointer"):
+    super().__init__(level=logging.ERROR)
+    self.checkpointer = checkpointer
+
+  def emit(self, record: logging.LogRecord) -> None:
+    try:
+      text = record.getMessage()
+      if record.exc_info and record.exc_info[1] is not None:
+        text += " " + str(record.exc_info[1])
+      cause = next((c for c in integrity.OS_CAUSES if c in text), None)
+      if cause:
+        path = re.search(r'"(/[^"]+)"', text) or re.search(r"'(/[^']+)'", text)
+        self.checkpointer._on_background_error(cause + (f" ({path.group(1)})" if path else ""))
+    except Exception:  # noqa: BLE001  (a log handler must never raise)
+      pass
 
 
 @contextlib.contextmanager

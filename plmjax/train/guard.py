@@ -118,6 +118,16 @@ class RunGuard:
       with self._lock:
         self._deadlines.pop(key, None)
 
+  def cut_short(self, seconds: float, reason: str) -> None:
+    """A background write failed (`reason`) while the main thread may be blocked waiting for it:
+    the write operations in progress get at most `seconds` more to report it themselves."""
+    end = time.monotonic() + float(seconds)
+    with self._lock:
+      for key, (t, what, code) in list(self._deadlines.items()):
+        if code == EXIT_IO and t > end:
+          op = what.split(" did not finish")[0]
+          self._deadlines[key] = (end, f"{op}: {reason}; still blocked {seconds:g} s later", code)
+
   # ---- the watchdog ------------------------------------------------------------------------------------
   def _watch(self) -> None:
     while not self._closed:

@@ -119,7 +119,7 @@ def nonfinite_leaves(tree, limit: int = 3) -> list[str]:
   return [name for (name, _), ok in zip(leaves, flags) if not bool(np.asarray(ok))][:limit]
 
 
-_OS_CAUSES = tuple(os.strerror(e) for e in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+OS_CAUSES = tuple(os.strerror(e) for e in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
                                              errno.EPERM, errno.EFBIG, errno.EIO))
 
 
@@ -135,6 +135,6 @@ def summarize(e: BaseException, limit: int = 240) -> str:
       cause = x.strerror
       break
     x = x.__cause__ or x.__context__
-  cause = cause or next((c for c in _OS_CAUSES if c in text), "")
+  cause = cause or next((c for c in OS_CAUSES if c in text), "")
   short = f"{type(e).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
   return f"{cause} ({short})" if cause else short

@@ -268,6 +268,7 @@ def _train(config, workdir: str) -> dict:
       tokens += int(np.sum(host_batch["attention_mask"])) * jax.process_count()
       run.state, metrics = run.train_step(run.state, shard_batch(host_batch, run.mesh))
       metrics = finite.push(step, metrics)      # raises for step - 1 if it was not finite ("stop")
+      run.checkpointer.raise_if_failed()        # a save that failed in the background
       done = step + 1
       if step % t.log_every == 0 or done == t.steps:
         finite.flush()
