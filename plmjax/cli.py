@@ -12,6 +12,15 @@
 each `--config.section.key=value` then overrides one key (an unknown key is an error that names the
 closest valid one). `train` on a DIR that holds checkpoints resumes from the latest one.
 Outputs of `train`: DIR/metrics.jsonl, DIR/tensorboard/, DIR/checkpoints/, DIR/config.json.
+
+Exit status of `train` (plmjax/train/guard.py):
+    0   finished
+    1   an error (bad config, non-finite step, no resumable checkpoint, workdir in use, ...)
+    74  a write failed (disk full, read-only, permission) or hung past train.io_timeout_s;
+        the last complete checkpoint is intact
+    75  preempted: SIGTERM / SIGINT, a checkpoint was saved; rerun the same command to resume
+    76  stopped by SIGTERM / SIGINT without a new checkpoint (the save did not finish within
+        train.stop_timeout_s, or a second signal); rerun resumes from the last complete one
 """
 from __future__ import annotations
 
@@ -114,6 +123,32 @@ def get_finetune_config(spec: str, rest):
   return load(spec, rest)
 
 
+def _run(args, config) -> int:
+  """`train` / `eval`; the errors a user can act on end with one line and their exit status."""
+  from plmjax.train import guard
+  from plmjax.train.checkpoint import CheckpointError
+  from plmjax.train.loop import evaluate, train_and_evaluate
+  from plmjax.train.workdir import WorkdirBusy
+  try:
+    if args.command in ("train", "finetune"):     # finetune: a FinetuneRun through the same loop
+      train_and_evaluate(config, args.workdir)
+    else:
+      print(json.dumps(evaluate(config, args.workdir)))
+  except guard.Preempted as e:
+    print(f"plmjax {args.command}: {e}", file=sys.stderr)
+    return guard.EXIT_PREEMPTED
+  except guard.WriteError as e:
+    print(f"plmjax {args.command}: {e}", file=sys.stderr)
+    return guard.EXIT_IO
+  except (guard.NonFiniteError, CheckpointError, WorkdirBusy, FileNotFoundError) as e:
+    print(f"plmjax {args.command}: {e}", file=sys.stderr)
+    return guard.EXIT_ERROR
+  except KeyboardInterrupt:      # SIGINT outside the loop's guard (e.g. while compiling)
+    print(f"plmjax {args.command}: interrupted", file=sys.stderr)
+    return guard.EXIT_STOPPED
+  return guard.EXIT_OK
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args, rest = _parser().parse_known_args(argv)
   if args.command == "tokenizer":
@@ -143,8 +178,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if getattr(args, "multihost", False) or getattr(args, "coordinator", None):
     _init_distributed(args)
   if args.command == "finetune":
-    from plmjax.finetune.main import run_cli
-    return run_cli(args.config, args.workdir, rest)
+    return _run(args, get_finetune_config(args.config, rest))
 
   from plmjax.train.config import ConfigError, get_config
   try:
@@ -153,12 +187,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except ConfigError as e:
     raise SystemExit(f"plmjax {args.command}: {e}") from None
 
-  if args.command == "train":
-    from plmjax.train.loop import train_and_evaluate
-    train_and_evaluate(config, args.workdir)
-  elif args.command == "eval":
-    from plmjax.train.loop import evaluate
-    print(json.dumps(evaluate(config, args.workdir)))
+  if args.command in ("train", "eval"):
+    return _run(args, config)
   elif args.command == "bench":
     from plmjax.train.bench import benchmark, format_result
     result = benchmark(config, batch_size=args.batch_size, steps=args.steps)

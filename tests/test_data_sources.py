@@ -62,7 +62,7 @@ def test_read_documents_modes(tmp_path):
     sources.read_documents(str(g), "paragraph")
   h = tmp_path / "latin1.txt"
   h.write_bytes(b"caf\xe9\n")
-  with pytest.raises(ValueError, match="latin1.txt: not UTF-8"):
+  with pytest.raises(ValueError, match="latin1.txt:1: not UTF-8"):
     sources.read_documents(str(h))
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from plmjax.data import conll, synthetic
+from plmjax.data.textfile import text_lines
 from plmjax.data.tokenizer import Tokenizer, load_tokenizer, synthetic_tokenizer, train_sentencepiece
 
 SPLIT_ALIASES = {"train": "train", "valid": "valid", "validation": "valid", "dev": "valid",
@@ -70,11 +71,7 @@ def split_files(path: str) -> dict[str, list[str]]:
 
 def read_documents(path: str, doc_split: str = "auto") -> list[str]:
   """One file -> documents (sentences joined by "\\n")."""
-  with open(path, encoding="utf-8") as f:
-    try:
-      lines = [ln.rstrip("\n") for ln in f]
-    except UnicodeDecodeError as e:
-      raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+  lines = list(text_lines(path))            # errors name the file and line (not UTF-8, huge line)
   if doc_split == "auto":
     doc_split = "heading" if sum(bool(_TOP_HEADING.match(ln)) for ln in lines[:20000]) >= 2 else "blank"
   docs: list[list[str]] = []

@@ -21,6 +21,7 @@ a token belongs to the word holding its last character (a lone "▁"/"Ġ" belong
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -117,14 +118,37 @@ class Tokenizer:
 
 
 # ---- sentencepiece -----------------------------------------------------------------------------------
-def _lines(files_or_lines) -> Iterable[str]:
-  items = [files_or_lines] if isinstance(files_or_lines, (str, os.PathLike)) else files_or_lines
-  for item in items:
-    if isinstance(item, os.PathLike) or (isinstance(item, str) and os.path.isfile(item)):
-      with open(item, encoding="utf-8") as f:
-        yield from (ln.rstrip("\n") for ln in f if ln.strip())
-    elif item.strip():
-      yield item
+# sentencepiece skips longer lines (in bytes) silently, and fails with "!sentences_.empty()" when
+# no line is left; train_sentencepiece counts them and names the first.
+SP_MAX_SENTENCE_BYTES = 4192
+
+
+class _Lines:
+  """The training lines; remembers where the first too-long one came from ("FILE:LINE")."""
+
+  def __init__(self, files_or_lines):
+    self.items = [files_or_lines] if isinstance(files_or_lines, (str, os.PathLike)) else files_or_lines
+    self.kept = self.too_long = 0
+    self.first_too_long = ""
+
+  def __iter__(self) -> Iterable[str]:
+    from plmjax.data.textfile import text_lines
+    n = 0
+    for item in self.items:
+      if isinstance(item, os.PathLike) or (isinstance(item, str) and os.path.isfile(item)):
+        pairs = ((f"{os.fspath(item)}:{i}", ln) for i, ln in enumerate(text_lines(item, None), 1))
+      else:
+        n += 1
+        pairs = [(f"training text line {n}", item)]
+      for where, ln in pairs:
+        if not ln.strip():
+          continue
+        if len(ln.encode()) > SP_MAX_SENTENCE_BYTES:
+          self.too_long += 1
+          self.first_too_long = self.first_too_long or f"{where} ({len(ln.encode()):,} bytes)"
+          continue
+        self.kept += 1
+        yield ln
 
 
 def train_sentencepiece(files_or_lines, model_prefix: str, vocab_size: int, model_type: str = "unigram",
@@ -137,8 +161,18 @@ def train_sentencepiece(files_or_lines, model_prefix: str, vocab_size: int, mode
   if model_type not in ("unigram", "bpe", "word", "char"):
     raise ValueError(f"model_type must be unigram, bpe, word or char, not {model_type!r}")
   os.makedirs(os.path.dirname(os.path.abspath(model_prefix)), exist_ok=True)
+  lines = _Lines(files_or_lines)
+  it = iter(lines)
+  first = next(it, None)
+  if first is None:
+    if lines.too_long:
+      raise ValueError(f"sentencepiece training: every line is longer than {SP_MAX_SENTENCE_BYTES} "
+                       f"bytes (its max_sentence_length), the first at {lines.first_too_long}; split "
+                       "the text into sentences or paragraphs, one per line")
+    raise ValueError("sentencepiece training: no text (empty input)")
   spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(_lines(files_or_lines)), model_prefix=model_prefix, vocab_size=vocab_size,
+      sentence_iterator=itertools.chain([first], it), model_prefix=model_prefix, vocab_size=vocab_size,
+      max_sentence_length=SP_MAX_SENTENCE_BYTES,
       model_type=model_type, character_coverage=character_coverage, hard_vocab_limit=False,
       input_sentence_size=input_sentence_size, shuffle_input_sentence=True, num_threads=num_threads,
       user_defined_symbols=list(SP_USER_SYMBOLS) + list(user_defined_symbols),

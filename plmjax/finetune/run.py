@@ -86,7 +86,7 @@ class FinetuneRun:
   eval_split = "dev"
   returns_eval = True
 
-  def __init__(self, cfg, workdir: str):
+  def __init__(self, cfg, workdir: str, create: bool = True):
     fconfig.validate(cfg)
     self.config, self.workdir = cfg, os.path.abspath(workdir)
     os.makedirs(self.workdir, exist_ok=True)
@@ -139,7 +139,8 @@ class FinetuneRun:
                                                     int(t.seed), init_fn=init_fn)
     self._train_steps, self._eval_steps = {}, {}
     self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), t.keep_checkpoints,
-                                     best_metric=best_metric(cfg, self.tasks), best_mode=t.best_mode)
+                                     best_metric=best_metric(cfg, self.tasks), best_mode=t.best_mode,
+                                     io_timeout_s=t.get("io_timeout_s", 600), create=create)
     self.last_eval = None
 
   # ---- batches ---------------------------------------------------------------------------------------
@@ -170,7 +171,8 @@ class FinetuneRun:
     local = self._device_rows(host)
     step = self._steps_for(self._train_steps, local, lambda shapes: make_train_step(
         self.model, self.objective, self.tx, self.schedule, self.mesh, self.shardings, shapes,
-        grad_accum=int(self.config.train.grad_accum)))
+        grad_accum=int(self.config.train.grad_accum),
+        nonfinite=self.config.train.get("nonfinite", "stop")))
     self.state, metrics = step(self.state, shard_batch(local, self.mesh), task=name)
     return metrics, int(np.sum(host["attention_mask"]))
 
@@ -189,11 +191,13 @@ class FinetuneRun:
     if jax.process_index() == 0 and (report.new or report.dropped):
       print(report.summary(self.encoder.source), flush=True)
 
-  def restore_latest(self, data_iter, step=None):
-    step = self.checkpointer.latest_step() if step is None else step
+  def restore_latest(self, data_iter, quarantine: bool = True):
+    """Resumes from the newest intact checkpoint (Checkpointer.restore_valid); None if none."""
+    target = abstract_state(self.state, self.shardings)
+    step, state = self.checkpointer.restore_valid(target, data_iter, quarantine=quarantine)
     if step is None:
       return None
-    self.state = self.checkpointer.restore(step, abstract_state(self.state, self.shardings), data_iter)
+    self.state = state
     return int(self.state.step)
 
   # ---- evaluation ------------------------------------------------------------------------------------

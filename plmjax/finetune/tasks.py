@@ -32,6 +32,7 @@ import os
 import re
 from typing import Optional, Sequence, Union
 
+from plmjax.data.textfile import text_lines
 from plmjax.finetune import metrics as M
 
 Column = Union[int, str]
@@ -113,34 +114,34 @@ def read_tsv(spec: TaskSpec, path: str, max_examples: int = -1) -> list[dict]:
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path}: task file not found (task {spec.name!r}; set data.dir)")
   out = []
-  with open(path, encoding="utf-8-sig") as f:
-    header = f.readline().rstrip("\n").split("\t") if spec.header else None
-    cols = [_column(c, header, path) if c is not None else None for c in (spec.text_a, spec.text_b, spec.label)]
-    first = 2 if spec.header else 1
-    for lineno, line in enumerate(f, start=first):
-      if 0 <= max_examples <= len(out):
-        break
-      line = line.rstrip("\n").rstrip("\r")
-      if not line:
-        continue
-      row = line.split("\t")
-      need = max((c if c >= 0 else -c - 1) for c in cols if c is not None) + 1
-      if len(row) < need:
-        raise ValueError(f"{path}:{lineno}: expected at least {need} tab-separated columns, "
-                         f"got {len(row)}: {line[:80]!r}")
-      text_a = row[cols[0]]
-      text_b = row[cols[1]] if cols[1] is not None else None
-      raw = row[cols[2]].strip()
-      if spec.kind == "regression":
-        try:
-          label = float(raw)
-        except ValueError:
-          raise ValueError(f"{path}:{lineno}: label {raw!r} is not a number") from None
-      else:
-        if raw not in spec.labels:
-          raise ValueError(f"{path}:{lineno}: label {raw!r} is not one of {list(spec.labels)}")
-        label = spec.labels.index(raw)
-      out.append({"text_a": text_a, "text_b": text_b, "label": label})
+  lines = text_lines(path, max_line_bytes=None)     # not UTF-8 -> "PATH:LINE: not UTF-8 ..."
+  header = next(lines, "").split("\t") if spec.header else None
+  cols = [_column(c, header, path) if c is not None else None for c in (spec.text_a, spec.text_b, spec.label)]
+  first = 2 if spec.header else 1
+  for lineno, line in enumerate(lines, start=first):
+    if 0 <= max_examples <= len(out):
+      break
+    line = line.rstrip("\n").rstrip("\r")
+    if not line:
+      continue
+    row = line.split("\t")
+    need = max((c if c >= 0 else -c - 1) for c in cols if c is not None) + 1
+    if len(row) < need:
+      raise ValueError(f"{path}:{lineno}: expected at least {need} tab-separated columns, "
+                       f"got {len(row)}: {line[:80]!r}")
+    text_a = row[cols[0]]
+    text_b = row[cols[1]] if cols[1] is not None else None
+    raw = row[cols[2]].strip()
+    if spec.kind == "regression":
+      try:
+        label = float(raw)
+      except ValueError:
+        raise ValueError(f"{path}:{lineno}: label {raw!r} is not a number") from None
+    else:
+      if raw not in spec.labels:
+        raise ValueError(f"{path}:{lineno}: label {raw!r} is not one of {list(spec.labels)}")
+      label = spec.labels.index(raw)
+    out.append({"text_a": text_a, "text_b": text_b, "label": label})
   if not out:
     raise ValueError(f"{path}: no examples")
   return out

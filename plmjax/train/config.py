@@ -17,7 +17,11 @@ A config is an `ml_collections.ConfigDict` with the sections
                fresh optimizer and step 0; e.g. BERT's length-512 phase after the length-128 one,
                or continued pretraining from a public BERT), profile ("START:STOP": a jax.profiler
                trace of those steps in WORKDIR/profile), best_metric / best_mode (keep the best
-               checkpoint by an eval metric beside the newest keep_checkpoints)
+               checkpoint by an eval metric beside the newest keep_checkpoints, nonfinite ("stop": a step with a
+               non-finite loss / gradient / param ends the run, nothing non-finite is saved;
+               "skip": that step's update is left out and counted as skipped_steps),
+               io_timeout_s (the longest a checkpoint save or metrics write may block),
+               stop_timeout_s (after SIGTERM / SIGINT: the longest the save-and-exit may take)
     mesh       data, fsdp, tensor (device counts; one may be -1 = the rest)
 Fine-tuning configs (plmjax.finetune.config) share the train, optimizer, transfer, mesh and dtype
 sections and add task / head / their own model and data sections.
@@ -92,7 +96,8 @@ def train_section(**overrides) -> ml_collections.ConfigDict:
 TRAIN_DEFAULTS = dict(steps=1000, batch_size=32, seed=0, log_every=10, checkpoint_every=500,
                       eval_every=500, eval_steps=10, grad_accum=1, clip_norm=1.0, keep_checkpoints=3,
                       prng_impl="threefry2x32", init_from="", init_resize="", profile="",
-                      best_metric="", best_mode="max")
+                      best_metric="", best_mode="max", nonfinite="stop",
+                      io_timeout_s=600.0, stop_timeout_s=60.0)
 OPTIMIZER_DEFAULTS = dict(name="adamw", learning_rate=1e-4, warmup_steps=100, warmup_frac=0.0,
                           decay="linear", end_lr=0.0, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.01,
                           stlr_cut_frac=0.1, stlr_ratio=32.0)
@@ -109,6 +114,7 @@ def transfer_section(**overrides) -> ml_collections.ConfigDict:
 # spans, permutations). threefry2x32 is JAX's default; "rbg" / "unsafe_rbg" use the accelerator's
 # random-bit generator, much cheaper for dropout on GPU/TPU (see README "GPU"), with other streams.
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+NONFINITE_MODES = ("stop", "skip")      # plmjax.train.step.NONFINITE_MODES
 
 
 def apply_prng_impl(cfg) -> None:
@@ -252,6 +258,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     if section not in cfg:
       raise ConfigError(f"config has no {section!r} section")
   validate_engine_sections(cfg)
+  _validate_model_sizes(cfg.model)
   module = getattr(registry.SURVEY.get(cfg.model.name), "module", None)
   if (getattr(module, "__name__", "") in LEARNED_POSITION_MODULES
       and cfg.data.seq_len > cfg.model.get("max_len", cfg.data.seq_len)):
@@ -298,6 +305,11 @@ def validate_engine_sections(cfg, steps_required: bool = True) -> None:
       raise ConfigError(f"train.{k}={t[k]} must be >= 1")
   if t.get("prng_impl", "threefry2x32") not in PRNG_IMPLS:
     raise ConfigError(f"train.prng_impl={t.prng_impl!r}: expected one of {PRNG_IMPLS}")
+  if t.get("nonfinite", "stop") not in NONFINITE_MODES:
+    raise ConfigError(f"train.nonfinite={t.nonfinite!r}: expected one of {NONFINITE_MODES}")
+  for k in ("io_timeout_s", "stop_timeout_s"):
+    if k in t and not t[k] > 0:
+      raise ConfigError(f"train.{k}={t[k]} must be > 0 (seconds)")
   if t.batch_size % t.grad_accum:
     raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
   parse_profile(t.get("profile", ""))
@@ -316,3 +328,19 @@ def validate_engine_sections(cfg, steps_required: bool = True) -> None:
       raise ConfigError(f"transfer.mode={tr.mode!r}: expected 'full' or 'features'")
     if not 0 < tr.layer_decay <= 1:
       raise ConfigError(f"transfer.layer_decay={tr.layer_decay} must be in (0, 1]")
+
+
+# Model sizes that must be positive integers (where a model has them), and the attention split.
+POSITIVE_MODEL_KEYS = ("hidden_size", "num_layers", "num_heads", "mlp_dim", "max_len",
+                       "num_decoder_layers", "max_chars", "char_dim", "proj_size", "type_vocab_size")
+
+
+def _validate_model_sizes(model) -> None:
+  for k in POSITIVE_MODEL_KEYS:
+    v = model.get(k)
+    if isinstance(v, int) and not isinstance(v, bool) and v < 1:
+      raise ConfigError(f"model.{k}={v} must be >= 1")
+  heads, width = model.get("num_heads"), model.get("hidden_size")
+  if isinstance(heads, int) and isinstance(width, int) and not model.get("head_size") and width % heads:
+    raise ConfigError(f"model.hidden_size={width} is not divisible by model.num_heads={heads} "
+                      "(each head gets hidden_size / num_heads dimensions)")

@@ -24,8 +24,14 @@ checkpointable iterator), `train(host_batch)`, `should_evaluate(done)`, `evaluat
     profile    train.profile = "START:STOP": a jax.profiler trace of those steps in WORKDIR/profile
                (TensorBoard / XProf / Perfetto), each step annotated
 
-A NaN / inf loss stops the run with an error naming the step (checked whenever metrics are
-fetched, i.e. at log steps). Train lines carry "step" = updates done before the measured step;
+Reliability (plmjax/train/guard.py, workdir.py, checkpoint.py, integrity.py): process 0 holds
+WORKDIR/.plmjax.lock for the run (a second run is refused); resume takes the newest checkpoint
+that passes its digest, restore and finiteness checks (skipped ones are reported and moved to
+WORKDIR/damaged_checkpoints/); every step returns an on-device finite flag, read one step late:
+train.nonfinite="stop" ends the run naming the step before anything non-finite is saved, "skip"
+leaves that step's update out; SIGTERM / SIGINT save and raise guard.Preempted, within
+train.stop_timeout_s; a failed or stuck write ends the run (guard.WriteError, train.io_timeout_s).
+Train lines carry "step" = updates done before the measured step;
 eval lines carry "step" = updates done when evaluated.
 """
 from __future__ import annotations
@@ -33,13 +39,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import time
 from typing import Optional
 
 import jax
 import numpy as np
-import tensorboardX
 import tqdm
 from jax.sharding import PartitionSpec as P
 
@@ -48,6 +52,9 @@ from plmjax.objectives import build_objective
 from plmjax.train import config as config_lib
 from plmjax.train import init_from as init_lib
 from plmjax.train.checkpoint import Checkpointer
+from plmjax.train.events import EventLog
+from plmjax.train.guard import FiniteCheck, Preempted, RunGuard, WriteError
+from plmjax.train.workdir import WorkdirLock
 from plmjax.train.mesh import BATCH_AXES, make_mesh, shard_batch
 from plmjax.train.optim import make_optimizer
 from plmjax.train.state import abstract_state, count_params, create_train_state
@@ -69,7 +76,8 @@ class MetricsLog:
       self._truncate(resume_step)
     elif os.path.exists(self.path):
       os.remove(self.path)      # a fresh run in a reused folder starts a fresh log
-    self.tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+    with _write_errors(self.path):
+      self.tb = EventLog(os.path.join(workdir, "tensorboard"))
 
   def _truncate(self, step: int) -> None:
     """Keeps train lines of steps < `step` and eval lines of steps <= `step`."""
@@ -84,22 +92,40 @@ class MetricsLog:
           continue
         if rec["step"] < step or (rec.get("split") == "eval" and rec["step"] <= step):
           keep.append(line if line.endswith("\n") else line + "\n")
-    with open(self.path, "w") as f:
-      f.writelines(keep)
+    with _write_errors(self.path):
+      with open(self.path, "w") as f:
+        f.writelines(keep)
 
   def write(self, step: int, metrics: dict, split: str = "train") -> dict:
     rec = {"step": int(step), **({"split": split} if split != "train" else {}),
            **{k: float(v) for k, v in metrics.items()}}
     if self.active:
-      with open(self.path, "a") as f:
-        f.write(json.dumps(rec) + "\n")
-      for k, v in metrics.items():
-        self.tb.add_scalar(f"{split}/{k}", float(v), step)
+      with _write_errors(self.path):
+        with open(self.path, "a") as f:
+          f.write(json.dumps(rec) + "\n")
+      with _write_errors(self.tb.logdir):
+        self.tb.scalars(step, metrics, prefix=f"{split}/")
     return rec
 
   def close(self) -> None:
     if self.active:
-      self.tb.close()
+      with _write_errors(self.tb.logdir):
+        self.tb.close()
+
+
+class _write_errors:
+  """OSError inside -> WriteError naming `path` (the run ends; checkpoints are untouched)."""
+
+  def __init__(self, path: str):
+    self.path = path
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, typ, e, tb):
+    if isinstance(e, OSError) and not isinstance(e, WriteError):
+      raise WriteError(f"writing {self.path} failed: {e.strerror or e}") from e
+    return False
 
 
 def with_perplexity(metrics: dict) -> dict:
@@ -115,7 +141,7 @@ class Run:
 
   eval_split = "eval"
 
-  def __init__(self, config, workdir: str):
+  def __init__(self, config, workdir: str, create: bool = True):
     config = init_lib.adopt_checkpoint_architecture(config)      # HF train.init_from
     self.config, self.workdir = config, os.path.abspath(workdir)
     t = config.train
@@ -137,12 +163,14 @@ class Run:
     self.state, self.shardings = create_train_state(self.model, self.tx, inputs, self.mesh, t.seed,
                                                     **self.model_state_init(config, t.batch_size))
     self.train_step = make_train_step(self.model, self.objective, self.tx, self.schedule, self.mesh,
-                                      self.shardings, self.batch_shapes, grad_accum=t.grad_accum)
+                                      self.shardings, self.batch_shapes, grad_accum=t.grad_accum,
+                                      nonfinite=t.get("nonfinite", "stop"))
     self.eval_step = make_eval_step(self.model, self.objective, self.mesh, self.shardings,
                                     self.batch_shapes)
     self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), t.keep_checkpoints,
                                      best_metric=t.get("best_metric", ""),
-                                     best_mode=t.get("best_mode", "max"))
+                                     best_mode=t.get("best_mode", "max"),
+                                     io_timeout_s=t.get("io_timeout_s", 600), create=create)
 
   def train_iterator(self):
     return iter(self.train_data)
@@ -199,12 +227,13 @@ class Run:
     if jax.process_index() == 0:
       print(report.summary(source), flush=True)
 
-  def restore_latest(self, data_iter) -> Optional[int]:
-    step = self.checkpointer.latest_step()
+  def restore_latest(self, data_iter, quarantine: bool = True) -> Optional[int]:
+    """Resumes from the newest intact checkpoint (see Checkpointer.restore_valid); None if none."""
+    target = abstract_state(self.state, self.shardings)
+    step, state = self.checkpointer.restore_valid(target, data_iter, quarantine=quarantine)
     if step is None:
       return None
-    target = abstract_state(self.state, self.shardings)
-    self.state = self.checkpointer.restore(step, target, data_iter)
+    self.state = state
     return int(self.state.step)
 
   def evaluate(self) -> dict:
@@ -226,21 +255,6 @@ class Run:
 
 
 # ---- the loop ------------------------------------------------------------------------------------------
-class _Preemption:
-  """Turns SIGTERM into a flag the loop checks after every step."""
-
-  def __init__(self):
-    self.requested = False
-    self._old = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def restore(self):
-    signal.signal(signal.SIGTERM, self._old)
-
-
 def _check_finite(step: int, metrics: dict, workdir: str) -> None:
   loss = float(metrics["loss"])
   if not math.isfinite(loss):
@@ -277,18 +291,28 @@ class _Profiler:
       self.active = False
 
 
-def build_run(config, workdir: str):
+def build_run(config, workdir: str, create: bool = True):
   """The run a config describes: fine-tuning configs (a `task` key) build a FinetuneRun."""
   if "task" in config:
     from plmjax.finetune.run import FinetuneRun
-    return FinetuneRun(config, workdir)
-  return Run(config, workdir)
+    return FinetuneRun(config, workdir, create=create)
+  return Run(config, workdir, create=create)
 
 
 def train_and_evaluate(config, workdir: str, run=None) -> dict:
   """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the last metrics
-  (the last train line, or the last evaluation where the run evaluates at its end)."""
+  (the last train line, or the last evaluation where the run evaluates at its end).
+  Raises guard.Preempted after a SIGTERM / SIGINT save, WorkdirBusy if another run holds it."""
   os.makedirs(workdir, exist_ok=True)
+  lock = WorkdirLock(workdir).acquire() if jax.process_index() == 0 else None
+  try:
+    return _train(config, workdir, run)
+  finally:
+    if lock:
+      lock.release()
+
+
+def _train(config, workdir: str, run=None) -> dict:
   config_lib.apply_prng_impl(config)
   run = run or build_run(config, workdir)
   config, t = run.config, run.config.train
@@ -299,30 +323,41 @@ def train_and_evaluate(config, workdir: str, run=None) -> dict:
   log = MetricsLog(run.workdir, resume_step=start if start else None)
   is_main = jax.process_index() == 0
   if is_main:
-    with open(os.path.join(run.workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+    with _write_errors(os.path.join(run.workdir, "config.json")):
+      with open(os.path.join(run.workdir, "config.json"), "w") as f:
+        f.write(config.to_json_best_effort(indent=2))
     print(run.describe() + (f"; resumed at step {start}" if start else ""), flush=True)
     floor = getattr(run, "train_data", None) and run.train_data.info.get("entropy_floor_nats")
     if floor:
       print(f"synthetic corpus entropy floor: {floor['per_token']:.3f} nats/token", flush=True)
 
-  preempt, profiler = _Preemption(), _Profiler(t.get("profile", ""), run.workdir)
+  preempt = RunGuard(t.get("stop_timeout_s", 60), describe=run.checkpointer.describe_last)
+  run.checkpointer.guard = preempt
+  finite = FiniteCheck(t.get("nonfinite", "stop"), lambda: run.checkpointer.describe_last(wait=True),
+                       skipped=run.checkpointer.extra.get("skipped_steps", 0))
+  profiler = _Profiler(t.get("profile", ""), run.workdir)
   total = run.total_steps
   bar = tqdm.tqdm(total=total, initial=start, disable=not is_main, dynamic_ncols=True)
   last, last_eval, tokens, t0 = {}, None, 0, time.perf_counter()
+  preempt.__enter__()
   try:
     for step in range(start, total):
       host_batch = next(data_iter)
       with profiler.step(step):
         metrics, n_tokens = run.train(host_batch)
       profiler.after(step, run.state)
+      metrics = finite.push(step, metrics)      # raises for step - 1 if it was not finite ("stop")
+      run.checkpointer.raise_if_failed()        # a save that failed in the background
       tokens += n_tokens
       done = step + 1
       if step % t.log_every == 0 or done == total:
+        finite.flush()
         metrics = jax.device_get(metrics)
-        _check_finite(step, metrics, run.workdir)
+        if finite.mode == "stop":
+          _check_finite(step, metrics, run.workdir)
         elapsed = time.perf_counter() - t0
-        last = log.write(step, {**metrics, "tokens_per_sec": tokens / max(elapsed, 1e-9)})
+        last = log.write(step, {**metrics, **finite.log_fields(),
+                                "tokens_per_sec": tokens / max(elapsed, 1e-9)})
         bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['tokens_per_sec']:.0f}")
         tokens, t0 = 0, time.perf_counter()
       bar.update(1)
@@ -335,32 +370,42 @@ def train_and_evaluate(config, workdir: str, run=None) -> dict:
         t0 += time.perf_counter() - t_eval          # tokens/s counts training time only
       keep_best = evaluated is not None and run.checkpointer.best_metric
       if done % t.checkpoint_every == 0 or done == total or preempt.requested or keep_best:
-        run.checkpointer.save(done, run.state, data_iter, config, force=preempt.requested,
+        finite.flush()                          # never save a non-finite state
+        run.checkpointer.extra = finite.log_fields()
+        run.checkpointer.save(done, run.state, data_iter, config, force=bool(preempt.requested),
                               metrics=evaluated)
       if preempt.requested:
         run.checkpointer.wait()
-        bar.write(f"SIGTERM: saved step {done} to {run.checkpointer.directory}; exiting")
-        break
-    else:
-      run.checkpointer.wait()
-      run.finish()
+        bar.write(f"{preempt.requested}: saved step {done} to {run.checkpointer.directory}; exiting")
+        raise Preempted(f"{preempt.requested}: stopped at step {done} of {total} after saving "
+                        f"{run.checkpointer.directory}/{done}; the same command resumes", done)
+    run.checkpointer.wait()
+    run.finish()
   finally:
     profiler.close()
     bar.close()
-    preempt.restore()
-    run.checkpointer.close()
-    log.close()
+    try:
+      run.checkpointer.close()
+      log.close()
+    finally:
+      preempt.__exit__(None, None, None)
   return last_eval if getattr(run, "returns_eval", False) and last_eval else last
 
 
 def evaluate(config, workdir: str) -> dict:
-  """`plmjax eval`: evaluates the latest checkpoint in `workdir` (or the fresh init if none)."""
+  """`plmjax eval`: evaluates the newest intact checkpoint in `workdir` (fine-tuning runs also
+  write the test set's predictions); a workdir without one is an error (FileNotFoundError), and
+  nothing is created in it."""
   config_lib.apply_prng_impl(config)
-  run = build_run(config, workdir)
-  step = run.restore_latest(run.train_iterator())
-  if hasattr(run, "write_test_predictions") and step is not None:
+  ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not os.path.isdir(ckpt_dir) or not any(d.isdigit() for d in os.listdir(ckpt_dir)):
+    raise FileNotFoundError(f"plmjax eval: no checkpoint in {ckpt_dir} (is --workdir {workdir!r} "
+                            "the workdir of a plmjax train run?)")
+  run = build_run(config, workdir, create=False)
+  step = run.restore_latest(run.train_iterator(), quarantine=False)
+  if hasattr(run, "write_test_predictions"):
     run.write_test_predictions()
-  metrics = {"step": step or 0, "split": run.eval_split, **run.evaluate()}
+  metrics = {"step": step, "split": run.eval_split, **run.evaluate()}
   run.checkpointer.close()
   if jax.process_index() == 0:
     with open(os.path.join(run.workdir, "eval.jsonl"), "a") as f:

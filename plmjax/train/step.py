@@ -24,6 +24,12 @@ Model state (`state.model_state`, e.g. Transformer-XL's {"mems": [L, B, M, E]}) 
 through: its entries join the model inputs, and the same keys of the model's outputs, with the
 gradient stopped, become the next step's model state.
 
+Non-finite guard: the step returns metrics["finite"] (bool, on device): loss, gradient norm and the
+updated params are all finite. `nonfinite="stop"` (default) applies the update regardless (the
+loop stops at that step and never saves the state); `nonfinite="skip"` keeps params, optimizer
+state and model state of a non-finite step unchanged (the step counter still advances, so the
+next step sees the next batch and keys), as large-scale trainers do.
+
 The compute dtype lives in the model config (`dtype`); params stay fp32 and objectives compute
 their losses in fp32.
 """
@@ -62,15 +68,27 @@ def split_microbatches(batch: dict, num: int, mesh: Mesh) -> dict:
   return jax.tree.map(split, batch)
 
 
+NONFINITE_MODES = ("stop", "skip")
+
+
+def all_finite(tree) -> jax.Array:
+  """bool []: every element of every (floating) leaf is finite."""
+  flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+           if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  return jnp.logical_and.reduce(jnp.stack(flags)) if flags else jnp.array(True)
+
+
 def batch_shardings(mesh: Mesh, batch_shapes: dict) -> dict:
   return {k: batch_sharding(mesh, len(v.shape)) for k, v in batch_shapes.items()}
 
 
 def make_train_step(model: nn.Module, objective, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, mesh: Mesh, state_shardings: TrainState,
-                    batch_shapes: dict, *, grad_accum: int = 1) -> Callable:
+                    batch_shapes: dict, *, grad_accum: int = 1, nonfinite: str = "stop") -> Callable:
   """-> train_step(state, batch) -> (state, metrics), jitted with the state donated.
   `batch_shapes`: {name: array or ShapeDtypeStruct} of the global data batch."""
+  if nonfinite not in NONFINITE_MODES:
+    raise ValueError(f"train.nonfinite={nonfinite!r}: expected one of {NONFINITE_MODES}")
 
   def loss_fn(params, batch, key, step, model_state, task=None):
     prep_key, drop_key = jax.random.split(key)
@@ -110,8 +128,14 @@ def make_train_step(model: nn.Module, objective, tx: optax.GradientTransformatio
                                                       state.model_state, task=task)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads),
-               "learning_rate": schedule(state.step)}
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(params)
+    metrics = {**metrics, "loss": loss, "grad_norm": grad_norm,
+               "learning_rate": schedule(state.step), "finite": finite}
+    if nonfinite == "skip":       # a non-finite step changes nothing but the step counter
+      keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+      params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+      model_state = keep(model_state, state.model_state)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               model_state=model_state)
     return new_state, metrics

@@ -1,0 +1,54 @@
+"""Issue 12, case 2: non-finite steps (tiny BERT, in-process, fp32 CPU).
+
+learning_rate=1e4 with 10 warmup steps blows the loss up within a few steps (step 5 here). The train
+step's on-device finite flag stops the run at that step ("stop", the default) before its state
+can be saved; the checkpoints that exist are all finite, and running the same config again resumes
+the last good one and stops at the same step. With train.nonfinite="skip" the run finishes, its
+params stay finite and the metrics count the skipped steps.
+"""
+import re
+
+import numpy as np
+import pytest
+
+from plmjax.train.guard import NonFiniteError
+from plmjax.train.loop import train_and_evaluate
+from tests.reliability_common import compile_cache, all_finite, read_metrics, restored_state, steps, tiny_config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cache():
+  with compile_cache():
+    yield
+
+BLOWUP = ["--config.optimizer.learning_rate=1e4", "--config.optimizer.warmup_steps=10",
+          "--config.train.steps=12", "--config.train.log_every=20", "--config.train.checkpoint_every=1"]
+
+
+def test_nonfinite_step_stops_the_run_unsaved_and_a_rerun_stops_at_the_same_step(tmp_path, capsys):
+  cfg = tiny_config(*BLOWUP)
+  with pytest.raises(NonFiniteError, match=r"non-finite training step \d+ \(loss nan") as first:
+    train_and_evaluate(cfg, str(tmp_path))
+  bad = int(re.search(r"step (\d+)", str(first.value)).group(1))
+  assert f"the last complete checkpoint is step {bad} " in str(first.value)
+  saved = steps(tmp_path)
+  assert 1 < bad < 12 and saved and max(saved) == bad, (bad, saved)   # checkpoint_every=1
+  for s in saved:
+    assert all_finite(restored_state(tmp_path, s)), s
+  with pytest.raises(NonFiniteError) as again:
+    train_and_evaluate(cfg, str(tmp_path))
+  assert str(again.value) == str(first.value)
+  assert f"resumed at step {bad}" in capsys.readouterr().out
+  assert steps(tmp_path) == saved
+
+
+def test_skip_mode_leaves_bad_updates_out_and_counts_them(tmp_path):
+  cfg = tiny_config(*BLOWUP, "--config.train.nonfinite=skip", "--config.train.log_every=1")
+  train_and_evaluate(cfg, str(tmp_path))
+  recs = read_metrics(tmp_path)
+  skipped = [r["skipped_steps"] for r in recs]
+  assert skipped == sorted(skipped) and skipped[-1] >= 1, skipped
+  bad = [r["step"] for r in recs if not np.isfinite(r["loss"]) or not np.isfinite(r["grad_norm"])]
+  assert bad and 1 < bad[0] < 12, bad
+  assert all_finite(restored_state(tmp_path, 12))
+  assert all_finite(restored_state(tmp_path, 12)["params"])

@@ -1,0 +1,169 @@
+"""Issue 12, cases 1, 3 and 6 (exit status): runs that must end, and end clearly
+(`plmjax train` subprocesses on tiny BERT, each with a timeout).
+
+- disk full: the workdir is a 1 MB tmpfs (a private mount namespace: `unshare -rm`, no privileges
+  needed where user namespaces are allowed; where they are not, RLIMIT_FSIZE stands in for it:
+  writes past 64 KB per file fail with EFBIG). The run ends within the timeout, exit status 74,
+  with one last line naming the failed path and the last complete checkpoint, which restores.
+- read-only: `chattr +i` on checkpoints/ mid-run (a real immutable folder, which stops root too;
+  where chattr is unavailable the test is skipped and says so). Exit 74, naming the folder.
+- two runs on one workdir: the second is refused (exit 1, naming the holder's pid); the first then
+  gets SIGINT, saves and exits with 75 (EXIT_PREEMPTED), and a rerun resumes from that save.
+- the watchdog: a main thread blocked after SIGTERM, or in a write past its deadline, still ends
+  the process in bounded time (76 / 74) with one line saying what it was doing.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from plmjax.train import guard
+from plmjax.train import integrity
+from tests.reliability_common import all_finite, last_line, popen, restored_state, run, steps, train_cmd
+
+LONG = ["--config.train.steps=100000", "--config.train.checkpoint_every=3",
+        "--config.train.io_timeout_s=30", "--config.train.stop_timeout_s=30"]
+
+
+def _can_unshare() -> bool:
+  try:
+    return subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
+                          capture_output=True, timeout=30).returncode == 0
+  except (OSError, subprocess.TimeoutExpired):
+    return False
+
+
+FULL_DISK = """
+set -u
+mkdir -p "$MNT" && mount -t tmpfs -o size=1m tmpfs "$MNT" || exit 99
+"$@"
+rc=$?
+cp -r "$MNT/w" "$OUT"
+exit $rc
+"""
+
+
+def test_disk_full_ends_the_run_with_one_clear_error_and_an_intact_checkpoint(tmp_path):
+  out_dir, mnt = tmp_path / "copy", tmp_path / "mnt"
+  cmd = train_cmd(mnt / "w", *LONG)
+  t0 = time.time()
+  if _can_unshare():
+    proc = run(["unshare", "-rm", "bash", "-c", FULL_DISK, "bash", *cmd], timeout=400,
+               env={"MNT": str(mnt), "OUT": str(out_dir)})
+    work, reason = out_dir, "No space left on device"
+  else:                                        # no mount namespace: a per-file size limit instead
+    import resource
+
+    def limit():
+      signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+      resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+    proc = run(cmd, timeout=400, preexec_fn=limit)
+    work, reason = mnt / "w", "File too large"
+  elapsed = time.time() - t0
+  assert proc.returncode == guard.EXIT_IO, proc.stderr[-3000:]
+  line = last_line(proc.stderr)
+  assert line.startswith("plmjax train: ") and reason in line and str(mnt / "w") in line, line
+  assert "the last complete checkpoint is step" in line, line
+  last = int(line.split("the last complete checkpoint is step ")[1].split()[0])
+  assert last >= 3 and last in steps(work), (last, steps(work))
+  problem, _ = integrity.check_files(str(work / "checkpoints" / str(last)))
+  assert problem is None, problem
+  assert all_finite(restored_state(work, last))
+  assert elapsed < 400
+
+
+def _chattr_works(path) -> bool:
+  probe = os.path.join(path, "probe")
+  os.makedirs(probe)
+  try:
+    if subprocess.run(["chattr", "+i", probe], capture_output=True).returncode:
+      return False
+    try:
+      open(os.path.join(probe, "x"), "w").close()
+      return False                                 # immutable does not stop us
+    except OSError:
+      return True
+  except OSError:
+    return False
+  finally:
+    subprocess.run(["chattr", "-i", probe], capture_output=True)
+    shutil.rmtree(probe, ignore_errors=True)
+
+
+def test_read_only_checkpoint_folder_ends_the_run_naming_it(tmp_path):
+  if not _chattr_works(str(tmp_path)):
+    pytest.skip("chattr +i does not make a folder immutable here (not root, or no ext4/xfs)")
+  work = tmp_path / "w"
+  proc = popen(train_cmd(work, *LONG), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  ckpts = work / "checkpoints"
+  try:
+    deadline = time.time() + 300
+    while not steps(work) and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.05)
+    assert steps(work), "no checkpoint before the deadline"
+    subprocess.run(["chattr", "+i", str(ckpts)], check=True)
+    _, err = proc.communicate(timeout=120)
+  finally:
+    subprocess.run(["chattr", "-i", str(ckpts)])
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == guard.EXIT_IO, err[-3000:]
+  line = last_line(err)
+  assert str(ckpts) in line and "Operation not permitted" in line, line
+  assert "the last complete checkpoint is step" in line
+
+
+def test_second_run_is_refused_and_sigint_saves_with_the_preempted_status(tmp_path):
+  first = popen(train_cmd(tmp_path, *LONG), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  try:
+    deadline = time.time() + 300
+    while not steps(tmp_path) and first.poll() is None and time.time() < deadline:
+      time.sleep(0.05)
+    assert first.poll() is None, first.communicate()[1][-3000:]
+    second = run(train_cmd(tmp_path, *LONG), timeout=300)
+    assert second.returncode == guard.EXIT_ERROR
+    assert f"is in use by pid {first.pid} on host" in last_line(second.stderr), second.stderr[-2000:]
+    first.send_signal(signal.SIGINT)
+    out, err = first.communicate(timeout=120)
+  finally:
+    if first.poll() is None:
+      first.kill()
+  assert first.returncode == guard.EXIT_PREEMPTED, err[-3000:]
+  assert "SIGINT: stopped at step" in last_line(err) and "the same command resumes" in last_line(err)
+  saved = steps(tmp_path)[-1]
+  again = run(train_cmd(tmp_path, "--config.train.steps=%d" % (saved + 1)), timeout=300)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert f"resumed at step {saved}" in again.stdout
+
+
+WATCHDOG = textwrap.dedent("""
+    import os, signal, sys, time
+    from plmjax.train.guard import RunGuard
+    with RunGuard(stop_timeout_s=1.0, describe=lambda: "the last complete checkpoint is step 7") as g:
+      if sys.argv[1] == "signal":
+        with g.deadline(1000, "saving checkpoint 9"):
+          os.kill(os.getpid(), signal.SIGTERM)
+          while True:
+            time.sleep(0.01)          # blocked: never reads g.requested
+      else:
+        with g.deadline(1.0, "writing /x/metrics.jsonl"):
+          time.sleep(1000)
+""")
+
+
+@pytest.mark.parametrize("case,code,text", [
+    ("signal", guard.EXIT_STOPPED, "SIGTERM: the run did not stop within 1 s (train.stop_timeout_s) "
+     "while saving checkpoint 9; exiting with status 76; the last complete checkpoint is step 7"),
+    ("deadline", guard.EXIT_IO, "writing /x/metrics.jsonl did not finish within 1 s "
+     "(train.io_timeout_s); exiting with status 74; the last complete checkpoint is step 7")])
+def test_watchdog_ends_a_blocked_process(case, code, text):
+  t0 = time.time()
+  proc = run([sys.executable, "-c", WATCHDOG, case], timeout=60)
+  assert proc.returncode == code, proc.stderr
+  assert last_line(proc.stderr) == "plmjax: " + text
+  assert time.time() - t0 < 30
