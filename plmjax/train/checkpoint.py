@@ -40,6 +40,8 @@ import time
 from typing import Optional
 
 import grain
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from plmjax.train import integrity
@@ -364,3 +366,13 @@ def restore_params(path: str, key: str):
   _, step_dir = run_checkpoint(path, key)
   restored = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "state"))
   return restored["params"] if isinstance(restored, dict) else restored.params
+
+
+def tree_mismatches(expected, got) -> tuple[list, list, list]:
+  """Two param trees -> (missing, unexpected, shape mismatches): sorted leaf names ("['a']['b']"),
+  the last as "name: (got shape) vs (expected shape)". Empty lists: `got` fits `expected`."""
+  a = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(expected)}
+  b = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(got)}
+  bad = [f"{k}: {tuple(np.shape(b[k]))} vs {tuple(np.shape(a[k]))}"
+         for k in sorted(set(a) & set(b)) if np.shape(a[k]) != np.shape(b[k])]
+  return sorted(set(a) - set(b)), sorted(set(b) - set(a)), bad
