@@ -137,8 +137,8 @@ def test_continued_pretraining_from_a_hugging_face_folder(tmp_path, minilm, caps
   run_.checkpointer.close()
   # an explicit override that contradicts the checkpoint is refused, naming both values
   bad = config_lib.get_config(BERT_WWM, SHORT + [f"--config.train.init_from={minilm}",
-                                                 "--config.model.hidden_size=128"])
-  with pytest.raises(ValueError, match=r"model.hidden_size=128 \(the checkpoint has 384\)"):
+                                                 "--config.model.hidden_size=192"])
+  with pytest.raises(ValueError, match=r"model.hidden_size=192 \(the checkpoint has 384\)"):
     Run(bad, str(tmp_path / "b"))
 
 
