@@ -42,7 +42,7 @@ from plmjax.train.checkpoint import Checkpointer
 from plmjax.train.init_from import is_hf_folder
 from plmjax.train.mesh import make_mesh, shard_batch
 from plmjax.train.optim import make_optimizer
-from plmjax.train.state import abstract_state, count_params, create_train_state
+from plmjax.train.state import count_params, create_train_state
 from plmjax.train.step import make_eval_step, make_train_step
 
 HOST_ONLY = ("index", "num_words")     # feature keys that stay on the host
@@ -191,14 +191,11 @@ class FinetuneRun:
     if jax.process_index() == 0 and (report.new or report.dropped):
       print(report.summary(self.encoder.source), flush=True)
 
-  def restore_latest(self, data_iter, quarantine: bool = True):
-    """Resumes from the newest intact checkpoint (Checkpointer.restore_valid); None if none."""
-    target = abstract_state(self.state, self.shardings)
-    step, state = self.checkpointer.restore_valid(target, data_iter, quarantine=quarantine)
-    if step is None:
-      return None
-    self.state = state
-    return int(self.state.step)
+  @property
+  def restore_latest(self):
+    """The engine's resume (the newest intact checkpoint; plmjax.train.loop.Run.restore_latest)."""
+    from plmjax.train.loop import Run
+    return Run.restore_latest.__get__(self)
 
   # ---- evaluation ------------------------------------------------------------------------------------
   def should_evaluate(self, done: int) -> bool:
