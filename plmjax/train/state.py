@@ -96,9 +96,12 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, examp
 
 
 def abstract_state(state_or_shapes, shardings):
-  """ShapeDtypeStructs with shardings (a restore target for orbax) from a state or eval_shape."""
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                      state_or_shapes, shardings)
+  """ShapeDtypeStructs with shardings (a restore target for orbax) from a state or eval_shape.
+  `shardings` may be a prefix of the state (one sharding for a whole model_state entry, e.g. an
+  RNN's per-layer {"h", "c"} state)."""
+  return jax.tree.map(
+      lambda s, sub: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), sub),
+      shardings, state_or_shapes, is_leaf=lambda x: isinstance(x, NamedSharding))
 
 
 def count_params(params) -> int:
