@@ -80,3 +80,23 @@ def all_finite(tree) -> bool:
   import jax
   return all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(tree)
              if np.issubdtype(np.asarray(x).dtype, np.inexact))
+
+
+def checkpoint_steps(workdir) -> list:
+  """The finalized checkpoint steps in WORKDIR/checkpoints (orbax renames a save in when done)."""
+  d = os.path.join(workdir, "checkpoints")
+  return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
+
+
+def kill_after_first_checkpoint(cmd, workdir, timeout=300) -> None:
+  """Starts `cmd`, SIGKILLs it as soon as its first checkpoint is on disk (asserting it was still
+  running then)."""
+  import signal
+  import time
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + timeout
+  while not checkpoint_steps(workdir) and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert proc.poll() is None, "the run ended before it could be killed"
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()

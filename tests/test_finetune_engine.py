@@ -12,16 +12,15 @@
 import glob
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 
 from plmjax.train import config as config_lib
+from tests.reliability_common import checkpoint_steps, kill_after_first_checkpoint
 from plmjax.train.init_from import merge_params
 from plmjax.train.loop import Run, train_and_evaluate
 
@@ -40,11 +39,6 @@ def minilm():
 def read_metrics(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     return [{k: v for k, v in json.loads(ln).items() if k not in TIMING} for ln in f]
-
-
-def steps_on_disk(workdir):
-  d = os.path.join(workdir, "checkpoints")
-  return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
 
 
 def finetune_cmd(workdir, minilm, command="finetune"):
@@ -75,19 +69,12 @@ def test_finetune_sigkill_resume_best_checkpoint_params_and_eval(tmp_path, minil
   assert result == {"accuracy": dev[-1]["accuracy"]}
   # the newest checkpoint and the best by dev accuracy are kept
   best = max((r["accuracy"], r["step"]) for r in dev)[1]        # ties: the later one
-  assert steps_on_disk(ref) == sorted({best, 24})
+  assert checkpoint_steps(ref) == sorted({best, 24})
   from safetensors.numpy import load_file
   params = load_file(str(ref / "params.safetensors"))
   assert "head_sst2/Dense_0/kernel" in params and params["head_sst2/Dense_0/kernel"].shape == (32, 2)
 
-  proc = subprocess.Popen(finetune_cmd(killed, minilm), cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
-  while not steps_on_disk(killed) and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.05)
-  assert proc.poll() is None, "the run ended before it could be killed"
-  os.kill(proc.pid, signal.SIGKILL)
-  proc.wait()
+  kill_after_first_checkpoint(finetune_cmd(killed, minilm), killed)
   assert 0 < len(read_metrics(killed)) < len(lines)
   run(finetune_cmd(killed, minilm))
   assert read_metrics(killed) == lines

@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from tests.reliability_common import checkpoint_steps, kill_after_first_checkpoint
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING = ("tokens_per_sec",)
 
@@ -38,11 +40,6 @@ def read_metrics(workdir):
   return [{k: v for k, v in r.items() if k not in TIMING} for r in recs]
 
 
-def finalized_checkpoints(workdir):
-  d = os.path.join(workdir, "checkpoints")
-  return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
-
-
 def test_sigkill_resume_logs_the_uninterrupted_curve_and_loss_falls(tmp_path):
   args = ["--config.train.log_every=1", "--config.train.checkpoint_every=50"]
   ref, killed = tmp_path / "ref", tmp_path / "killed"
@@ -51,14 +48,7 @@ def test_sigkill_resume_logs_the_uninterrupted_curve_and_loss_falls(tmp_path):
   assert len(curve) == 100
   assert np.mean(curve[-10:]) < curve[0] - 0.5, (curve[0], curve[-10:])   # falls clearly
 
-  proc = subprocess.Popen(train_cmd(killed, *args), cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
-  while not finalized_checkpoints(killed) and proc.poll() is None and time.time() < deadline:
-    time.sleep(0.1)
-  assert proc.poll() is None, "the run ended before it could be killed"
-  os.kill(proc.pid, signal.SIGKILL)
-  proc.wait()
+  kill_after_first_checkpoint(train_cmd(killed, *args), killed)
   partial = read_metrics(killed)
   assert 0 < len(partial) < len(read_metrics(ref))
   run(train_cmd(killed, *args))
@@ -115,5 +105,5 @@ def test_sigterm_saves_and_exits_with_the_preempted_status(tmp_path):
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 75, err[-2000:]        # plmjax.train.guard.EXIT_PREEMPTED
   assert "SIGTERM: saved step" in out
-  saved = finalized_checkpoints(tmp_path)
+  saved = checkpoint_steps(tmp_path)
   assert len(saved) == 1 and saved[0] >= 3

@@ -40,6 +40,7 @@ from plmjax.finetune.taskdata import prepare_task, read_examples, texts_of
 from plmjax.finetune.tasks import chinese_units, get_task, read_task, read_test
 from plmjax.train.checkpoint import Checkpointer
 from plmjax.train.init_from import is_hf_folder
+from plmjax.train.loop import Run
 from plmjax.train.mesh import make_mesh, shard_batch
 from plmjax.train.optim import make_optimizer
 from plmjax.train.state import count_params, create_train_state
@@ -191,11 +192,7 @@ class FinetuneRun:
     if jax.process_index() == 0 and (report.new or report.dropped):
       print(report.summary(self.encoder.source), flush=True)
 
-  @property
-  def restore_latest(self):
-    """The engine's resume (the newest intact checkpoint; plmjax.train.loop.Run.restore_latest)."""
-    from plmjax.train.loop import Run
-    return Run.restore_latest.__get__(self)
+  restore_latest = Run.restore_latest      # the engine's resume: the newest intact checkpoint
 
   # ---- evaluation ------------------------------------------------------------------------------------
   def should_evaluate(self, done: int) -> bool:
