@@ -17,6 +17,7 @@ CORE = [
     "tqdm>=4.66",
     "tensorboardX>=2.6",
     "absl-py>=2.1",
+    "matplotlib>=3.8",  # results pages plot what they measure (experiments/tables, plmjax reproduce)
 ]
 
 # Test-only references for parity. torch must be the local CPU wheel: install it first with
@@ -40,10 +41,9 @@ setup(
     extras_require={
         "hf": HF,
         "test": HF + ["pytest>=8", "pytest-xdist>=3"],
-        "plots": ["matplotlib>=3.8"],
         "cuda": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
-        "dev": HF + ["pytest>=8", "pytest-xdist>=3", "matplotlib>=3.8"],
+        "dev": HF + ["pytest>=8", "pytest-xdist>=3"],
     },
     entry_points={"console_scripts": ["plmjax=plmjax.cli:main"]},
 )
