@@ -55,7 +55,7 @@ import optax
 
 from plmjax.data.tokenizer import wordpiece_tokenizer
 from plmjax.finetune import metrics
-from plmjax.finetune.features import Framing, batches, encode_sentences
+from plmjax.finetune.features import Framing, encode_sentences, eval_batches, task_batches
 from plmjax.finetune.model import HeadSpec, TaskModel, lm_loss, task_loss
 from plmjax.finetune.tasks import get_task, read_task
 from plmjax.train.optim import make_optimizer
@@ -128,7 +128,7 @@ def classify(name, encoder, pretrained, data, args, *, layer_decay, unfreeze, au
   train_f, dev_f, pad = data
   model = TaskModel(encoder, (HeadSpec("sst2", "classification", 2),), pooling="pooler",
                     dropout=0.1, lm_aux=aux)
-  sample = next(batches(train_f, args.batch, (args.max_len,), pad))
+  sample = eval_batches(train_f, args.batch, (args.max_len,), pad)[0]
   params = nn.meta.unbox(model.init({"params": jax.random.key(1), "dropout": jax.random.key(1)},
                                     sample, method=TaskModel.init_all)["params"])
   if pretrained is not None:       # pretrained LM weights in, new layers (pool, task LSTM, head) random
@@ -159,19 +159,15 @@ def classify(name, encoder, pretrained, data, args, *, layer_decay, unfreeze, au
   predict = jax.jit(lambda p, b: model.apply({"params": p}, b, task="sst2")["logits"].argmax(-1))
   opt_state, step, curve, t0 = tx.init(params), 0, [], time.time()
   keys = ("input_ids", "attention_mask", "label", "weights")
-  while step < args.cls_steps:
-    for b in batches(train_f, args.batch, (args.max_len,), pad, shuffle=True, seed=step,
-                     drop_remainder=True):
-      b = {k: jnp.asarray(b[k]) for k in keys}
-      params, opt_state, loss, acc = train_step(params, opt_state, b, jax.random.key(step), step)
-      step += 1
-      if step % max(args.cls_steps // 6, 1) == 0:
-        curve.append((step, round(float(loss), 3), round(float(acc), 3)))
-        log(f"    {name} step {step}: loss {float(loss):.3f} acc {float(acc):.3f}")
-      if step >= args.cls_steps:
-        break
+  stream = task_batches(train_f, args.batch, (args.max_len,), pad, seed=0)   # reshuffled per epoch
+  for step in range(1, args.cls_steps + 1):
+    b = {k: jnp.asarray(v) for k, v in stream[step - 1].items() if k in keys}
+    params, opt_state, loss, acc = train_step(params, opt_state, b, jax.random.key(step - 1), step - 1)
+    if step % max(args.cls_steps // 6, 1) == 0:
+      curve.append((step, round(float(loss), 3), round(float(acc), 3)))
+      log(f"    {name} step {step}: loss {float(loss):.3f} acc {float(acc):.3f}")
   preds, gold = [], []
-  for b in batches(dev_f, 64, (args.max_len,), pad):
+  for b in eval_batches(dev_f, 64, (args.max_len,), pad):
     n = int(b["weights"].sum())
     preds.append(np.asarray(predict(params, {k: jnp.asarray(b[k]) for k in keys}))[:n])
     gold.append(b["label"][:n])

@@ -52,7 +52,7 @@ def test_overrides_are_typed():
 @pytest.mark.parametrize("arg,match", [
     ("--config.train.stpes=3", "unknown config key 'train.stpes' .*did you mean 'train.steps'"),
     ("--config.optimzer.name=lamb", "did you mean 'optimizer.name'"),
-    ("--config.train.steps=ten", "train.steps='ten'"),
+    ("--config.train.steps=ten", "train.steps=ten: invalid literal for int"),
     ("--config.train=3", "is a section"),
     ("--config.train.batch_size=30", "not divisible by|batch_size"),
     ("train.steps=3", "unexpected argument"),

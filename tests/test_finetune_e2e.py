@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from plmjax.finetune.main import finetune, run_cli
-from plmjax.train.config import apply_override, load_config
+from plmjax.train.config import load_config
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 DATA = os.path.join(ROOT, "..", "shared", "data")
@@ -61,9 +61,8 @@ def plmjax_pretrained(tmp_path_factory):
   from plmjax.train.loop import train_and_evaluate
   workdir = str(tmp_path_factory.mktemp("pretrained"))
   cfg = load_config(os.path.join(ROOT, "experiments", "bert.py") + ":tiny")
-  for k, v in {"train.steps": 2, "train.checkpoint_every": 2, "train.eval_every": 2,
-               "train.eval_steps": 1, "train.batch_size": 8}.items():
-    apply_override(cfg, k, str(v))
+  cfg.update_from_flattened_dict({"train.steps": 2, "train.checkpoint_every": 2, "train.eval_every": 2,
+               "train.eval_steps": 1, "train.batch_size": 8})
   train_and_evaluate(cfg, workdir)
   return workdir
 

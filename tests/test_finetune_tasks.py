@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from plmjax.finetune import conll, squad
-from plmjax.finetune.features import Framing, batches, encode_sentences
+from plmjax.finetune.features import Framing, encode_sentences, eval_batches, task_batches, train_stream
 from plmjax.finetune.metrics import entity_f1
 from plmjax.finetune.tasks import TASKS, NgramSegmenter, read_task, read_tsv, split_chars
 
@@ -115,18 +115,51 @@ def test_framing_truncation_and_bucketed_batches(tok):
   assert list(ids) == [7, 1, 2, 8, 3, 9] and not types.any() and extract == 5
   rng = np.random.default_rng(0)
   examples = [{"text_a": " ".join(["word"] * int(n)), "text_b": None, "label": i % 2}
-              for i, n in enumerate(rng.integers(1, 40, 50))]
+              for i, n in enumerate(rng.integers(1, 40, 48))]
   feats = encode_sentences(examples, tok, fr, 32)
-  seen = []
-  for group in (False, True):
-    seen = []
-    for b in batches(feats, 8, (8, 16, 32), tok.pad_id, shuffle=True, seed=1, group_by_length=group):
-      assert b["input_ids"].shape[0] == 8 and b["input_ids"].shape[1] in (8, 16, 32)
-      real = b["weights"] > 0
-      assert (b["attention_mask"].sum(1)[real] <= b["input_ids"].shape[1]).all()
-      assert (b["attention_mask"].sum(1)[~real] == 0).all()
-      seen += list(b["index"][real])
-    assert sorted(seen) == list(range(50))         # every row exactly once per epoch
+  waste = {}
+  for group in (False, True):      # 48 rows = 6 batches = 2 megabatches of 3: one epoch exactly
+    stream = task_batches(feats, 8, (8, 16, 32), tok.pad_id, seed=1, group_by_length=group, megabatch=3)
+    for epoch in range(2):
+      seen, pad = [], 0
+      for b in [stream[epoch * 6 + i] for i in range(6)]:
+        assert b["input_ids"].shape[0] == 8 and b["input_ids"].shape[1] in (8, 16, 32)
+        assert (b["weights"] == 1).all()                    # training batches are full
+        lengths = b["attention_mask"].sum(1)
+        assert lengths.max() > {8: 0, 16: 8, 32: 16}[b["input_ids"].shape[1]]   # the smallest bucket
+        seen += list(b["index"])
+        pad += b["input_ids"].size - lengths.sum()
+      assert sorted(seen) == list(range(48))                # every row exactly once per epoch
+      waste.setdefault(group, []).append(pad)
+    assert [stream[i]["index"].tolist() for i in range(6)] != \
+        [stream[6 + i]["index"].tolist() for i in range(6)]  # reshuffled every epoch
+  assert sum(waste[True]) < 0.7 * sum(waste[False])         # grouping by length pads less
+  ev = list(eval_batches(feats[:13], 8, (8, 16, 32), tok.pad_id))
+  assert [b["weights"].sum() for b in ev] == [8, 5]          # the last one zero-weight padded
+  assert sorted(np.concatenate([b["index"][b["weights"] > 0] for b in ev]).tolist()) == list(range(13))
+  lens = np.concatenate([b["attention_mask"].sum(1)[b["weights"] > 0] for b in ev])
+  assert (np.diff(lens) >= 0).all()                          # sorted by length
+
+
+def test_train_stream_resumes_exactly_and_mixes_tasks_by_size(tok):
+  import types
+  fr = Framing.bert(tok)
+  make = lambda n, w: encode_sentences([{"text_a": " ".join(["word"] * w), "text_b": None,
+                                         "label": 0} for _ in range(n)], tok, fr, 16)  # noqa: E731
+  tasks = {"big": types.SimpleNamespace(train=make(40, 3)), "small": types.SimpleNamespace(train=make(8, 9))}
+  stream, per_epoch = train_stream(tasks, 8, (8, 16), tok.pad_id, seed=3, group_by_length=True)
+  assert per_epoch == 6
+  it = iter(stream)
+  names = [next(it)[0] for _ in range(60)]
+  assert names.count("big") == 50 and names.count("small") == 10     # 5 : 1 per epoch
+  where = [names[i:i + 6].index("small") for i in range(0, 60, 6)]   # each epoch-window has one
+  assert len(set(where)) > 1                                          # in random places
+  state = it.get_state()
+  after = [next(it) for _ in range(4)]
+  again = iter(stream)
+  again.set_state(state)
+  for (n1, b1), (n2, b2) in zip(after, [next(again) for _ in range(4)]):
+    assert n1 == n2 and all((b1[k] == b2[k]).all() for k in b1)
 
 
 def test_chinese_units():

@@ -13,7 +13,7 @@ from plmjax.finetune.main import finetune, run_cli
 from plmjax.finetune.run import FinetuneRun
 from plmjax.finetune.model import aux_lm_schedule
 from plmjax.models.siatl import aux_lm_weight
-from plmjax.train.config import apply_override, load_config
+from plmjax.train.config import load_config
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 DATA = os.path.join(ROOT, "..", "shared", "data")
@@ -28,9 +28,8 @@ def ulmfit_lm(tmp_path_factory):
   from plmjax.train.loop import train_and_evaluate
   workdir = str(tmp_path_factory.mktemp("ulmfit_lm"))
   cfg = load_config(os.path.join(ROOT, "experiments", "ulmfit.py") + ":tiny")
-  for k, v in {"train.steps": 2, "train.checkpoint_every": 2, "train.eval_every": 2,
-               "train.eval_steps": 1, "train.batch_size": 4, "data.seq_len": 16}.items():
-    apply_override(cfg, k, str(v))
+  cfg.update_from_flattened_dict({"train.steps": 2, "train.checkpoint_every": 2, "train.eval_every": 2,
+               "train.eval_steps": 1, "train.batch_size": 4, "data.seq_len": 16})
   train_and_evaluate(cfg, workdir)
   return workdir
 

@@ -14,9 +14,8 @@ same). A document becomes {"text": one sentence per line, words joined by spaces
 format the pipeline turns into `phrase_ids` / `entity_ids` (pipeline.tokenize_document).
 
 Use it with `data.path="conll:/path/to/conll2003"` (a folder with eng.train / eng.testa /
-eng.testb, or one file, which is then the train split). The reader of plmjax/finetune/conll.py
-serves NER fine-tuning (sentences, the NER column only); pre-training needs documents and both
-annotation columns, hence this reader.
+eng.testb, or one file, which is then the train split). NER fine-tuning (plmjax/finetune/conll.py)
+reads its sentences through the same `read_sentences`.
 """
 from __future__ import annotations
 
@@ -24,6 +23,8 @@ import functools
 import os
 
 import numpy as np
+
+from plmjax.data.textfile import text_lines
 
 PREFIX = "conll:"
 # file-name suffix -> split (CoNLL-2003: testa is the development set, testb the test set)
@@ -47,40 +48,43 @@ def iob1_spans(tags: list[str]) -> list[tuple[int, int, str]]:
   return spans
 
 
-def read_documents(path: str) -> list[dict]:
-  """A CoNLL-2003 file -> documents (module docstring)."""
+def read_sentences(path: str, columns: int | None = None) -> list[list[list[tuple[int, list[str]]]]]:
+  """A CoNLL file -> documents -> sentences -> rows (line number, the row's columns). Blank lines end
+  a sentence, `-DOCSTART-` lines a document; every row has `columns` columns (None: at least two,
+  word ... tag). Both CoNLL users read through it: pre-training documents (`read_documents`) and NER
+  fine-tuning sentences (plmjax/finetune/conll.py); errors name the file and line."""
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: CoNLL file not found (data.path='conll:<folder or file>')")
-  docs: list[dict] = []
-  sentences: list[list[tuple[str, str, str]]] = []
-  sentence: list[tuple[str, str, str]] = []
-
-  def end_sentence():
-    if sentence:
-      sentences.append(list(sentence))
-      sentence.clear()
-
-  def end_document():
-    end_sentence()
-    if sentences:
-      docs.append(_document(sentences))
-      sentences.clear()
-
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, start=1):
-      parts = line.split()
-      if not parts:
-        end_sentence()
-      elif parts[0] == "-DOCSTART-":
-        end_document()
-      elif len(parts) != 4:
-        raise ValueError(f"{path}:{lineno}: expected 'word POS chunk NER', got {line.rstrip()!r}")
-      else:
-        sentence.append((parts[0], parts[2], parts[3]))
-  end_document()
+    raise FileNotFoundError(f"{path}: CoNLL file not found")
+  docs: list = []
+  doc: list = []
+  sentence: list = []
+  for lineno, line in enumerate(text_lines(path), start=1):
+    parts = line.split()
+    if not parts or parts[0] == "-DOCSTART-":
+      if sentence:
+        doc.append(sentence)
+        sentence = []
+      if parts and doc:
+        docs.append(doc)
+        doc = []
+    elif (columns is not None and len(parts) != columns) or len(parts) < 2:
+      want = f"{columns} columns ('word POS chunk NER')" if columns else "'word ... tag'"
+      raise ValueError(f"{path}:{lineno}: expected {want}, got {line.rstrip()!r}")
+    else:
+      sentence.append((lineno, parts))
+  if sentence:
+    doc.append(sentence)
+  if doc:
+    docs.append(doc)
   if not docs:
     raise ValueError(f"{path}: no sentences")
   return docs
+
+
+def read_documents(path: str) -> list[dict]:
+  """A CoNLL-2003 file -> documents (module docstring)."""
+  return [_document([[(p[0], p[2], p[3]) for _, p in s] for s in doc])
+          for doc in read_sentences(path, columns=4)]
 
 
 def _document(sentences: list[list[tuple[str, str, str]]]) -> dict:

@@ -14,44 +14,26 @@ predicted "O" so that entity F1 is computed over every gold word.
 """
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
 
+from plmjax.data.conll import read_sentences
+
 
 def read_conll(path: str, labels: Sequence[str], max_sentences: int = -1) -> list[dict]:
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"{path}: CoNLL file not found (set data.dir)")
-  sentences, words, tags = [], [], []
-
-  def flush():
-    if words:
-      sentences.append({"words": list(words), "tags": list(tags)})
-      words.clear()
-      tags.clear()
-
-  with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, start=1):
-      if 0 <= max_sentences <= len(sentences):
-        break
-      parts = line.split()
-      if not parts:
-        flush()
-        continue
-      if parts[0] == "-DOCSTART-":
-        continue
-      if len(parts) < 2:
-        raise ValueError(f"{path}:{lineno}: expected 'word ... tag', got {line.rstrip()!r}")
-      if parts[-1] not in labels:
-        raise ValueError(f"{path}:{lineno}: tag {parts[-1]!r} is not one of {list(labels)}")
-      words.append(parts[0])
-      tags.append(parts[-1])
-  if not (0 <= max_sentences <= len(sentences)):
-    flush()
-  if not sentences:
-    raise ValueError(f"{path}: no sentences")
-  return sentences
+  """A CoNLL file -> [{"words", "tags"}] (the last column is the tag), through the reader
+  pre-training's CoNLL source uses (plmjax.data.conll.read_sentences)."""
+  out = []
+  for doc in read_sentences(path):
+    for sentence in doc:
+      if 0 <= max_sentences <= len(out):
+        return out
+      for lineno, parts in sentence:
+        if parts[-1] not in labels:
+          raise ValueError(f"{path}:{lineno}: tag {parts[-1]!r} is not one of {list(labels)}")
+      out.append({"words": [p[0] for _, p in sentence], "tags": [p[-1] for _, p in sentence]})
+  return out
 
 
 def encode_tagging(sentences: Sequence[dict], tok, framing, max_len: int,

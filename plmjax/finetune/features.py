@@ -2,7 +2,9 @@
 
     framing  = Framing.bert(tok)  or  Framing.gpt(start, delim, extract, pad)
     features = encode_sentences(examples, tok, framing, max_len)        # list of per-row dicts
-    for batch in batches(features, batch_size, buckets, pad_id, shuffle=True, seed=s): ...
+    stream, steps_per_epoch = train_stream({name: task}, batch_size, buckets, pad_id, seed, group)
+    for name, batch in stream: ...                                       # grain IterDataset
+    for batch in eval_batches(features, batch_size, buckets, pad_id): ...
 
 Framing is how a text (pair) becomes one sequence:
 
@@ -12,12 +14,13 @@ Framing is how a text (pair) becomes one sequence:
 `extract` is the position of the last framing token, where GPT-1's classifier reads the sequence;
 pairs are truncated longest-first to fit `max_len`.
 
-Length bucketing: a batch is padded to the smallest bucket length that holds its longest row, so a
-run compiles at most len(buckets) step shapes while short rows do not pay for `max_len`. With
-`group_by_length` rows are first assigned to their bucket and batches are drawn within a bucket
-(shuffled inside each bucket, batch order shuffled across buckets; rows left over in a bucket move
-up to the next one), so each batch pays only for its own length range. The last batch of an epoch
-is padded with zero-weight rows (`weights` [B]) so that the batch shape stays static.
+Batching is grain transforms over the features (a grain MapDataset source): shuffle + repeat (a new
+order every epoch), batch, and a map that pads. Length bucketing: a batch is padded to the smallest
+bucket length that holds its longest row, so a run compiles at most len(buckets) step shapes while
+short rows do not pay for `max_len`. With `group_by_length` rows are drawn 50 batches at a time and
+sorted by length before they are cut into batches (transformers' LengthGroupedSampler), so each
+batch pays only for its own length range. Evaluation batches are sorted by length; the last one is
+filled with zero-weight rows (`weights` [B]) so that the batch shape stays static.
 
 A feature is a dict of 1-D int arrays of the row's length (`input_ids`, `token_type_ids`, and for
 tagging `labels` / `label_mask`, for spans `context_mask`) plus scalars (`label`, `extract`,
@@ -27,8 +30,11 @@ tagging `labels` / `label_mask`, for spans `context_mask`) plus scalars (`label`
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Optional, Sequence
+import functools
+import threading
+from typing import Optional, Sequence
 
+import grain
 import numpy as np
 
 TOKEN_KEYS = ("input_ids", "token_type_ids", "labels", "label_mask", "context_mask")
@@ -119,83 +125,85 @@ def pad_batch(rows: Sequence[dict], batch_size: int, length: int, pad_id: int) -
   return batch
 
 
-def batches(features: Sequence[dict], batch_size: int, buckets: Sequence[int], pad_id: int, *,
-            shuffle: bool = False, seed: int = 0, group_by_length: bool = False,
-            drop_remainder: bool = False) -> Iterator[dict]:
-  """One epoch of padded batches (see the module docstring)."""
-  buckets = sorted(buckets)
-  lengths = np.array([len(f["input_ids"]) for f in features])
-  rng = np.random.default_rng(seed)
-  order = rng.permutation(len(features)) if shuffle else np.arange(len(features))
-  if not group_by_length:
-    groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+class _LengthSorted(grain.experimental.FlatMapTransform):
+  """A megabatch (index, rows of `k` batches) -> its `k` batches of rows of similar length: sorted by
+  length, cut into batches, the batches in a random order seeded by the megabatch index. grain calls
+  flat_map once per output batch, so the last megabatch's split is kept (thread-safe)."""
+
+  def __init__(self, batch_size: int, k: int, seed: int):
+    self.bs, self.max_fan_out, self.seed = batch_size, k, seed
+    self._lock, self._last = threading.Lock(), (None, None)
+
+  def flat_map(self, element):
+    index, rows = element
+    with self._lock:
+      if self._last[0] == index:
+        return self._last[1]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    groups = [[rows[i] for i in order[j:j + self.bs]] for j in range(0, len(order), self.bs)]
+    perm = np.random.default_rng((self.seed, index)).permutation(len(groups))
+    groups = [groups[i] for i in perm]
+    with self._lock:
+      self._last = (index, groups)
+    return groups
+
+
+def task_batches(features: Sequence[dict], batch_size: int, buckets: Sequence[int], pad_id: int, *,
+                 seed: int, group_by_length: bool = False, megabatch: int = 50) -> grain.MapDataset:
+  """The endless training stream of one task, as grain transforms: the rows reshuffled every epoch
+  (grain's shuffle + repeat), `batch_size` rows a batch, each batch padded to the smallest bucket
+  that holds its longest row. `group_by_length`: rows are drawn `megabatch` batches at a time,
+  sorted by length and cut into batches (transformers' LengthGroupedSampler), so a batch holds rows
+  of similar length and pays only for its own bucket."""
+  buckets = tuple(sorted(buckets))
+  rows = grain.MapDataset.source(list(features)).shuffle(seed=seed).repeat()
+  if group_by_length:
+    mega = rows.batch(batch_size * megabatch, batch_fn=list).map_with_index(lambda i, r: (i, r))
+    groups = grain.experimental.FlatMapMapDataset(mega, _LengthSorted(batch_size, megabatch, seed))
   else:
-    if not shuffle:   # evaluation: sort by length, the tightest padding
-      order = order[np.argsort(lengths[order], kind="stable")]
-      groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    else:
-      groups, carry = [], np.zeros((0,), np.int64)
-      for b in buckets:
-        lo = buckets[buckets.index(b) - 1] if buckets.index(b) else 0
-        rows = np.concatenate([carry, order[(lengths[order] > lo) & (lengths[order] <= b)]])
-        full = len(rows) // batch_size * batch_size
-        groups += [rows[i:i + batch_size] for i in range(0, full, batch_size)]
-        carry = rows[full:]
-      if len(carry):
-        groups.append(carry)
-      groups = [groups[i] for i in rng.permutation(len(groups))]
-  for g in groups:
-    if drop_remainder and len(g) < batch_size:
-      continue
-    length = bucket_of(int(lengths[g].max()), buckets)
-    yield pad_batch([features[i] for i in g], batch_size, length, pad_id)
+    groups = rows.batch(batch_size, batch_fn=list)
+  return groups.map(functools.partial(pad_to_bucket, batch_size=batch_size, buckets=buckets,
+                                      pad_id=pad_id))
+
+
+def train_stream(tasks: dict, batch_size: int, buckets: Sequence[int], pad_id: int, seed: int,
+                 group_by_length: bool) -> tuple[grain.IterDataset, int]:
+  """The training stream of a fine-tuning run -> (an IterDataset of (task, batch), steps per epoch).
+
+  One task: its `task_batches`. Several (MT-DNN): the tasks' streams mixed in proportion to their
+  batches per epoch (grain's mix), in a random order within windows of one epoch (grain's window
+  shuffle) — every task's batches at its share, in random order, as MT-DNN's merged-and-shuffled
+  epochs. Its iterators are grain DatasetIterators: the engine checkpoints their position with
+  grain's handler. Each yields the whole global batch (plmjax.finetune.run slices process rows)."""
+  names = list(tasks)
+  per_task = [num_batches(len(tasks[n].train), batch_size) for n in names]
+  streams = [task_batches(tasks[n].train, batch_size, buckets, pad_id, seed=seed * 1000 + i,
+                          group_by_length=group_by_length).map(functools.partial(_tagged, n))
+             for i, n in enumerate(names)]
+  ds = streams[0]
+  if len(streams) > 1:
+    ds = grain.MapDataset.mix(streams, weights=per_task)
+    ds = grain.experimental.WindowShuffleMapDataset(ds, window_size=sum(per_task), seed=seed)
+  return ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)), sum(per_task)
+
+
+def _tagged(name, batch):
+  return name, batch
+
+
+def eval_batches(features: Sequence[dict], batch_size: int, buckets: Sequence[int],
+                 pad_id: int) -> grain.MapDataset:
+  """One pass for evaluation: rows sorted by length (the tightest padding), the last batch filled
+  with zero-weight rows so the step shape stays static."""
+  order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+  rows = grain.MapDataset.source([features[i] for i in order])
+  return rows.batch(batch_size, batch_fn=list).map(functools.partial(
+      pad_to_bucket, batch_size=batch_size, buckets=tuple(sorted(buckets)), pad_id=pad_id))
+
+
+def pad_to_bucket(rows: Sequence[dict], *, batch_size: int, buckets: Sequence[int], pad_id: int) -> dict:
+  return pad_batch(rows, batch_size, bucket_of(max(len(r["input_ids"]) for r in rows), buckets), pad_id)
 
 
 def num_batches(n: int, batch_size: int, drop_remainder: bool = False) -> int:
   return n // batch_size if drop_remainder else -(-n // batch_size)
-
-
-class TaskBatches:
-  """The training stream of a fine-tuning run, as a checkpointable iterator (the engine saves its
-  position with grain's checkpoint handler: get_state / set_state / start_prefetch).
-
-  Epoch e is `batches(...)` of every task shuffled with seed * 1000 + e (multi-task: all batches of
-  all tasks in one random order, MT-DNN's schedule); every epoch has the same number of batches, so
-  the position (batches consumed) alone says where a resumed run continues. Yields (task, batch):
-  the whole global batch on every process (plmjax.finetune.run slices each process' rows)."""
-
-  def __init__(self, tasks: dict, batch_size: int, buckets, pad_id: int, seed: int,
-               group_by_length: bool):
-    self.tasks, self.bs, self.buckets, self.pad = tasks, batch_size, tuple(buckets), pad_id
-    self.seed, self.group = int(seed), bool(group_by_length)
-    self.steps_per_epoch = sum(num_batches(len(td.train), batch_size) for td in tasks.values())
-    self.position, self._epoch, self._plan = 0, None, []
-
-  def _plan_of(self, epoch: int) -> list:
-    plan = [(name, b) for name, td in self.tasks.items()
-            for b in batches(td.train, self.bs, self.buckets, self.pad, shuffle=True,
-                             seed=self.seed * 1000 + epoch, group_by_length=self.group)]
-    if len(self.tasks) > 1:
-      plan = [plan[i] for i in np.random.default_rng(self.seed + epoch).permutation(len(plan))]
-    return plan
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    epoch, i = divmod(self.position, self.steps_per_epoch)
-    if epoch != self._epoch:
-      self._epoch, self._plan = epoch, self._plan_of(epoch)
-    self.position += 1
-    return self._plan[i]
-
-  def get_state(self) -> bytes:
-    import json
-    return json.dumps({"position": self.position}).encode()
-
-  def set_state(self, state: bytes) -> None:
-    import json
-    self.position = int(json.loads(state)["position"])
-
-  def start_prefetch(self) -> None:
-    """(grain's restore calls it; batches are built on demand.)"""

@@ -33,11 +33,9 @@ def finetune(cfg, workdir: str) -> dict:
 
 def load(config_spec: str, overrides: Sequence[str] = ()):
   """`--config FILE.py[:arg]` + `--config.x=y` overrides -> a validated, locked fine-tuning config."""
-  from plmjax.train.config import ConfigError, apply_override, load_config, parse_override_args
+  from plmjax.train.config import ConfigError, load_config
   try:
-    cfg = load_config(config_spec)
-    for key, value in parse_override_args(overrides):
-      apply_override(cfg, key, value)
+    cfg = load_config(config_spec, overrides)
     fconfig.validate(cfg)
   except (ConfigError, fconfig.FinetuneConfigError) as e:
     raise SystemExit(f"plmjax finetune: {e}") from None

@@ -34,7 +34,7 @@ import numpy as np
 
 from plmjax.finetune import config as fconfig
 from plmjax.finetune.encoder import add_framing_tokens, check_vocab_fits, load_encoder, plmjax_tokenizer
-from plmjax.finetune.features import Framing, TaskBatches, batches, pad_batch
+from plmjax.finetune.features import Framing, eval_batches, pad_batch, train_stream
 from plmjax.finetune.model import TaskModel, TaskObjective, aux_lm_schedule
 from plmjax.finetune.taskdata import prepare_task, read_examples, texts_of
 from plmjax.finetune.tasks import chinese_units, get_task, read_task, read_test
@@ -120,9 +120,9 @@ class FinetuneRun:
 
     self.mesh = make_mesh(cfg.mesh)
     self.buckets = fconfig.buckets(cfg)
-    self.data = TaskBatches(self.tasks, int(t.batch_size), self.buckets, self.framing.pad,
-                            int(t.seed), bool(cfg.data.group_by_length))
-    spe = self.data.steps_per_epoch
+    self.stream, spe = train_stream(self.tasks, int(t.batch_size), self.buckets, self.framing.pad,
+                                    int(t.seed), bool(cfg.data.group_by_length))
+    self.steps_per_epoch = spe
     self.total_steps = int(t.steps) if t.steps > 0 else int(t.epochs) * spe
     kinds = {name: td.head.kind for name, td in self.tasks.items()}
     decay_every = int(cfg.head.lm_decay_every) or spe
@@ -165,7 +165,7 @@ class FinetuneRun:
     return cache[key]
 
   def train_iterator(self):
-    return self.data
+    return iter(self.stream)              # a grain DatasetIterator: checkpointed with the state
 
   def train(self, item) -> tuple[dict, int]:
     name, host = item
@@ -203,8 +203,8 @@ class FinetuneRun:
     """{feature index: per-row predictions} over `features` of task `name`."""
     rows = {}
     key = jax.random.PRNGKey(0)
-    for b in batches(features, int(self.config.train.eval_batch_size), self.buckets,
-                     self.framing.pad, group_by_length=True):
+    for b in eval_batches(features, int(self.config.train.eval_batch_size), self.buckets,
+                          self.framing.pad):
       local = self._device_rows(b)
       step = self._steps_for(self._eval_steps, local, lambda shapes: make_eval_step(
           self.model, self.objective, self.mesh, self.shardings, shapes, predictions=True))
@@ -256,7 +256,7 @@ class FinetuneRun:
     enc = self.encoder
     return (f"finetune: {', '.join(self.tasks)} | encoder {enc.source} ({enc.num_layers} layers, "
             f"{count_params(self.state.params):,} params) | {self.total_steps} steps "
-            f"({self.data.steps_per_epoch}/epoch) | buckets {self.buckets} | mesh {dict(self.mesh.shape)}")
+            f"({self.steps_per_epoch}/epoch) | buckets {self.buckets} | mesh {dict(self.mesh.shape)}")
 
   def finish(self) -> None:
     """The fine-tuned params (WORKDIR/params.safetensors) and final dev metrics (eval.json)."""

@@ -152,19 +152,18 @@ def read_test(spec: TaskSpec, path: str) -> tuple[list[str], list[dict]]:
   label 0). Text columns: spec.test_text, else the train file's column names."""
   names = spec.test_text or tuple(c for c in (spec.text_a, spec.text_b) if c is not None)
   ids, out = [], []
-  with open(path, encoding="utf-8-sig") as f:
-    header = f.readline().rstrip("\n").rstrip("\r").split("\t")
-    cols = [_column(c, header, path) for c in names]
-    for lineno, line in enumerate(f, start=2):
-      line = line.rstrip("\n").rstrip("\r")
-      if not line:
-        continue
-      row = line.split("\t")
-      if len(row) <= max(cols):
-        raise ValueError(f"{path}:{lineno}: expected at least {max(cols) + 1} tab-separated columns, "
-                         f"got {len(row)}: {line[:80]!r}")
-      ids.append(row[0])
-      out.append({"text_a": row[cols[0]], "text_b": row[cols[1]] if len(cols) > 1 else None, "label": 0})
+  lines = enumerate(text_lines(path), start=1)
+  header = next(lines, (1, ""))[1].split("\t")
+  cols = [_column(c, header, path) for c in names]
+  for lineno, line in lines:
+    if not line:
+      continue
+    row = line.split("\t")
+    if len(row) <= max(cols):
+      raise ValueError(f"{path}:{lineno}: expected at least {max(cols) + 1} tab-separated columns, "
+                       f"got {len(row)}: {line[:80]!r}")
+    ids.append(row[0])
+    out.append({"text_a": row[cols[0]], "text_b": row[cols[1]] if len(cols) > 1 else None, "label": 0})
   return ids, out
 
 

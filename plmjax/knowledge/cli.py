@@ -28,9 +28,7 @@ def load_triples(spec: str) -> list[tuple[str, str, str]]:
 
 def run(config_spec: str, out: str, overrides=()) -> dict:
   from plmjax.train import config as config_lib
-  cfg = config_lib.load_config(config_spec)
-  for key, value in config_lib.parse_override_args(overrides):
-    config_lib.apply_override(cfg, key, value)
+  cfg = config_lib.load_config(config_spec, overrides)
   fields = {f.name for f in dataclasses.fields(transe.TransEConfig)}
   unknown = sorted(set(cfg.keys()) - fields - {"triples", "held_out"})
   if unknown:

@@ -27,16 +27,15 @@ Fine-tuning configs (plmjax.finetune.config) share the train, optimizer, transfe
 sections and add task / head / their own model and data sections.
     dtype      compute dtype: "auto" (bfloat16 on GPU/TPU, float32 on CPU) | "float32" | "bfloat16"
 
-Overrides are `--config.train.steps=10` (or `--config.train.steps 10`); the value is parsed with
-the type of the key it replaces. An unknown key is an error that names it and the closest valid key.
+Overrides are `--config.train.steps=10` (or `--config.train.steps 10`), parsed by
+ml_collections.config_flags with the type of the key it replaces; a whole section may be given as a
+dict literal. An unknown key is an error that names it and the closest valid key.
 The config is locked after loading, so code cannot add keys by mistake either.
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
 import difflib
-import importlib.util
 import os
 from typing import Sequence
 
@@ -147,17 +146,64 @@ def resolve_dtype(dtype: str) -> str:
 
 
 # ---- loading and overriding --------------------------------------------------------------------------
-def load_config(spec: str) -> ml_collections.ConfigDict:
-  """"path/to/file.py[:arg]" -> get_config(arg) of that file (unlocked)."""
-  path, _, arg = spec.partition(":")
-  if not os.path.isfile(path):
+# ml_collections.config_flags does the work: `--config FILE.py:ARG` runs FILE's get_config(ARG), and
+# every `--config.a.b=v` (or `--config.a.b v`; a bare `--config.flag` sets a bool) is parsed with the
+# type of the value it replaces (int, float, bool, str, tuple; a section from a dict literal). What is
+# added here is one ConfigError for every way a command line can be wrong, naming the argument.
+def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """"path/to/file.py[:arg]" + ["--config.x=y", ...] -> get_config(arg) of that file, overridden,
+  unlocked (callers validate and lock)."""
+  from absl import flags
+  from ml_collections import config_flags
+  path = spec.partition(":")[0]
+  if not os.path.isfile(path):     # config_flags defers a missing file to the first attribute read
     raise ConfigError(f"config file {path!r} does not exist (from --config {spec!r})")
-  mod_spec = importlib.util.spec_from_file_location(f"plmjax_config_{abs(hash(path))}", path)
-  module = importlib.util.module_from_spec(mod_spec)
-  mod_spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise ConfigError(f"config file {path!r} has no get_config(arg) function")
-  return module.get_config(arg) if arg else module.get_config()
+  with open(path, encoding="utf-8") as f:
+    if "def get_config" not in f.read():
+      raise ConfigError(f"config file {path!r} has no get_config(arg) function")
+  argv = ["plmjax", f"--config={spec}", *overrides]
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "experiment config", flag_values=values,
+                                  lock_config=False, sys_argv=argv)
+  try:
+    rest = values(argv)[1:]
+  except Exception as e:       # noqa: BLE001 - absl / config_flags / get_config errors
+    raise _diagnose(spec, overrides, e) from None
+  if rest:
+    raise ConfigError(f"unexpected argument {rest[0]!r}: overrides look like --config.train.steps=10")
+  return values.config
+
+
+def _diagnose(spec: str, overrides: Sequence[str], error: Exception) -> ConfigError:
+  """The ConfigError for a failed parse: an unknown key names the closest valid one; a section
+  given a value lists its keys; anything else keeps config_flags' message (the flag and its value)."""
+  from ml_collections.config_flags import config_flags as cf
+  if isinstance(error, (KeyError, AttributeError)) or "Error whilst parsing config file" not in str(error):
+    try:
+      cfg = cf.ConfigFileFlagParser("config", lock_config=False).parse(spec)
+    except Exception:        # noqa: BLE001 - the file itself fails: report that below
+      cfg = None
+    if isinstance(cfg, ml_collections.ConfigDict):
+      keys = all_keys(cfg)
+      sections = {k.rsplit(".", i)[0] for k in keys for i in range(1, k.count(".") + 1)}
+      for arg in overrides:
+        if not arg.startswith("--config."):
+          continue
+        key, _, text = arg[len("--config."):].partition("=")
+        if key not in keys and key not in sections:
+          return ConfigError(f"unknown config key {key!r}{_suggest(key, keys)}")
+        if key in sections and text and not text.lstrip().startswith("{"):
+          node = cfg
+          for part in key.split("."):
+            node = node[part]
+          return ConfigError(f"config key {key!r} is a section, not a value; its keys: "
+                             f"{sorted(node.keys())} (or give the whole section as a dict literal)")
+  message = str(error)
+  if "Error whilst parsing config file" in message:     # get_config(arg) raised: its own message
+    last = message.strip().splitlines()[-1]
+    return ConfigError(f"--config {spec!r}: {last.split(': ', 1)[-1]}")
+  message = message.replace("flag --config.", "--config.")
+  return ConfigError(message if message.strip() else f"{type(error).__name__} in --config {spec!r}")
 
 
 def _suggest(key: str, candidates) -> str:
@@ -176,77 +222,9 @@ def all_keys(cfg, prefix: str = "") -> list[str]:
   return out
 
 
-def _parse_value(text: str, old):
-  """Parses `text` to the type of the value it replaces."""
-  if isinstance(old, bool):
-    low = text.lower()
-    if low in ("true", "1", "yes"):
-      return True
-    if low in ("false", "0", "no"):
-      return False
-    raise ValueError(f"expected true/false, got {text!r}")
-  if isinstance(old, int):
-    return int(float(text)) if "e" in text.lower() and float(text).is_integer() else int(text)
-  if isinstance(old, float):
-    return float(text)
-  if isinstance(old, str):
-    return text
-  try:   # tuples, lists, None-valued keys
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
-def apply_override(cfg: ml_collections.ConfigDict, key: str, text: str) -> None:
-  """Sets dotted `key` (e.g. "train.steps") from its command-line text."""
-  parts = key.split(".")
-  node = cfg
-  for i, part in enumerate(parts):
-    is_leaf = i == len(parts) - 1
-    if part not in node or (not is_leaf and not isinstance(node[part], ml_collections.ConfigDict)):
-      raise ConfigError(f"unknown config key {key!r}{_suggest(key, all_keys(cfg))}")
-    if not is_leaf:
-      node = node[part]
-  old = node[parts[-1]]
-  if isinstance(old, ml_collections.ConfigDict):
-    try:                       # a whole section as a dict literal, e.g. --config.model.arch="{...}"
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = None
-    if not isinstance(value, dict):
-      raise ConfigError(f"config key {key!r} is a section, not a value; its keys: "
-                        f"{sorted(old.keys())} (or give the whole section as a dict literal)")
-    node[parts[-1]] = ml_collections.ConfigDict(value)
-    return
-  try:
-    node[parts[-1]] = _parse_value(text, old)
-  except (ValueError, TypeError) as e:
-    raise ConfigError(f"--config.{key}={text!r}: {e}") from None
-
-
-def parse_override_args(args: Sequence[str]) -> list[tuple[str, str]]:
-  """["--config.a.b=1", "--config.c", "x"] -> [("a.b", "1"), ("c", "x")]; anything else is an error."""
-  out, i = [], 0
-  args = list(args)
-  while i < len(args):
-    arg = args[i]
-    if not arg.startswith("--config."):
-      raise ConfigError(f"unexpected argument {arg!r}: overrides look like --config.train.steps=10")
-    key, eq, value = arg[len("--config."):].partition("=")
-    if not eq:
-      if i + 1 >= len(args):
-        raise ConfigError(f"{arg} needs a value: {arg}=VALUE")
-      value, i = args[i + 1], i + 1
-    out.append((key, value))
-    i += 1
-  return out
-
-
 def get_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """Loads `spec`, applies the `--config.x=y` overrides, validates and locks the result."""
-  cfg = load_config(spec)
-  for key, value in parse_override_args(overrides):
-    apply_override(cfg, key, value)
+  cfg = load_config(spec, overrides)
   validate(cfg)
   cfg.lock()
   return cfg
