@@ -90,7 +90,7 @@ class AdaptiveEmbedding(nn.Module):
 class AdaptiveSoftmax(nn.Module):
   """Projected adaptive log-softmax, tied to an AdaptiveEmbedding's tables.
 
-  Params: bias_i [n_i] ('vocab'); with tail clusters, cluster_weight [C, d_0] ('table', 'table')
+  Params: bias_i [n_i] ('vocab'); with tail clusters, cluster_weight [C, d_0] ('classes', 'table')
   and cluster_bias [C]; out_proj_i [d_i, d_model] for clusters whose projection is not tied.
   `__call__(h, tables, projs)` -> log-probabilities [..., V] (float32);
   `target_log_prob(h, targets, tables, projs)` -> [...] without materialising [..., V]."""
@@ -114,10 +114,10 @@ class AdaptiveSoftmax(nn.Module):
     self.biases = [self.param(f"bias_{i}", nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
                               (hi - lo,), self.param_dtype) for i, (lo, hi) in enumerate(self.bounds)]
     if n > 1:
-      self.cluster_weight = self.param("cluster_weight", _init(self.init_std, ("table", "table")),
+      self.cluster_weight = self.param("cluster_weight", _init(self.init_std, ("classes", "table")),
                                        (n - 1, self.embed_size), self.param_dtype)
       self.cluster_bias = self.param("cluster_bias", nn.with_logical_partitioning(
-          nn.initializers.zeros, ("table",)), (n - 1,), self.param_dtype)
+          nn.initializers.zeros, ("classes",)), (n - 1,), self.param_dtype)
     own = {}
     for i in range(n):
       d = self.embed_size // (self.div_val ** i)
