@@ -34,3 +34,28 @@ def test_adaptive_softmax_is_normalised_and_tied():
   # the embedding of word w in cluster i is sqrt(d_model) * table_i[w - lo_i] @ proj_i
   e = emb.apply(ep, ids)[0]
   np.testing.assert_allclose(e[35], 12 ** 0.5 * tables[2][5] @ projs[2], rtol=1e-5)
+
+
+def test_ffn_inner_dropout_as_the_references():
+  """Transformer-XL / XLNet FFN: Linear -> ReLU -> Dropout -> Linear. With identity weights the MLP
+  output is the inner activation itself: dropped units are 0, kept ones scaled by 1 / (1 - p); off
+  at eval, and absent (BERT, GPT) when mlp_dropout is False."""
+  from plmjax.models.transformer_xl import TransformerXLConfig
+  from plmjax.models.xlnet import XLNetConfig
+  from plmjax.nn.transformer import MLP, TransformerConfig
+  assert TransformerXLConfig().mlp_dropout and XLNetConfig().mlp_dropout and not TransformerConfig().mlp_dropout
+  d, p = 64, 0.5
+  eye = {"kernel": jnp.eye(d), "bias": jnp.zeros(d)}
+  params = {"params": {"wi": eye, "wo": eye}}
+  x = jnp.abs(jax.random.normal(jax.random.PRNGKey(0), (4, 32, d))) + 0.1     # relu keeps it
+  for flag in (True, False):
+    cfg = TransformerConfig(hidden_size=d, num_heads=1, mlp_dim=d, activation="relu",
+                            dropout_rate=p, mlp_dropout=flag)
+    y = MLP(cfg).apply(params, x, True, rngs={"dropout": jax.random.PRNGKey(1)})
+    np.testing.assert_allclose(MLP(cfg).apply(params, x, False), x, rtol=1e-6)
+    if not flag:
+      np.testing.assert_allclose(y, x, rtol=1e-6)
+      continue
+    kept = np.asarray(y) != 0
+    assert abs(kept.mean() - (1 - p)) < 0.02                       # 8,192 units: 4.5 SE
+    np.testing.assert_allclose(np.asarray(y)[kept], np.asarray(x)[kept] / (1 - p), rtol=1e-6)

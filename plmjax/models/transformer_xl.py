@@ -62,6 +62,7 @@ class TransformerXLConfig(TransformerConfig):
   same_length: bool = True           # every query sees the same number of keys
   untie_r: bool = True               # per-layer r_w_bias / r_r_bias
   attention_dropout_rate: float = 0.0
+  mlp_dropout: bool = True           # PositionwiseFF: Linear, ReLU, Dropout, Linear, Dropout
   segment_len: int = 0               # > 0: a longer row runs as segments of this length in one
                                      # lax.scan threading the memory (training over long rows)
 

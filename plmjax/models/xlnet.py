@@ -48,6 +48,7 @@ class XLNetConfig(TransformerConfig):
   activation: str = "gelu"
   ln_eps: float = 1e-12
   attention_dropout_rate: float = 0.1
+  mlp_dropout: bool = True           # positionwise_ffn: dropout after the activation, as the reference
   mem_len: int = 0                   # memory kept for the next segment (0: none)
   reuse_len: int = 0                 # only the first reuse_len tokens enter the memory (0: all)
   bi_data: bool = False              # half the batch reads the sequence backwards (positions)

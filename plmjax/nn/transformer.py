@@ -48,6 +48,7 @@ class TransformerConfig:
   pre_ln: bool = False
   dropout_rate: float = 0.1
   attention_dropout_rate: float = 0.1
+  mlp_dropout: bool = False       # dropout inside the FFN, after the activation (Transformer-XL, XLNet)
   init_std: float = 0.02
   dtype: str = "float32"          # compute dtype; params are always param_dtype
   param_dtype: str = "float32"
@@ -101,6 +102,8 @@ class MLP(nn.Module):
     cfg = self.cfg
     h = dense(cfg, cfg.mlp_dim, ("embed", "mlp"), "wi")(x)                       # [B, T, F]
     h = nn.with_logical_constraint(ACTIVATIONS[cfg.activation](h), ("batch", "length", "mlp"))
+    if cfg.mlp_dropout:       # the references' inner dropout: Linear -> act -> Dropout -> Linear
+      h = nn.Dropout(cfg.dropout_rate, deterministic=not train)(h)
     return dense(cfg, x.shape[-1], ("mlp", "embed"), "wo")(h)                     # [B, T, E]
 
 
