@@ -133,3 +133,66 @@ def test_evaluate_memories_rows():
   assert by[(2 * T, -1)] != by[(2 * T, 2 * T - 1)]  # distances up to 3T - 1 are clamped
   assert by[(T, -1)] != by[(2 * T, -1)]             # the longer memory is used
   assert all(r["n_all"] == (K - 2) * T * B for r in rows)
+
+
+def _engine_run(tmp_path, *overrides):
+  from plmjax.train.config import get_config
+  from plmjax.train.loop import Run
+  cfg = get_config(os.path.join(ROOT, "experiments", "transformer_xl.py") + ":tiny", [
+      "--config.train.eval_steps=3", "--config.train.batch_size=4", "--config.model.init_std=0.3",
+      "--config.model.scan_layers=false", *overrides])
+  return Run(cfg, str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("mem_len", [24, 0])
+def test_engine_evaluation_threads_memory_across_eval_batches(tmp_path, mem_len):
+  """Run.evaluate (in-run eval and `plmjax eval`) carries Transformer-XL's memory from one eval
+  batch to the next: its loss equals each batch scored with the memory a single scan over the
+  whole stream so far leaves (eval.mem_len=24, longer than training's 16) — or with none
+  (eval.mem_len=0: every segment alone); and the memory changes the loss."""
+  from plmjax.data import build_dataset
+  from plmjax.train.config import eval_seq_len
+  from plmjax.train.step import prepare_inputs
+  from plmjax.models.transformer_xl import scan_segments
+  run = _engine_run(tmp_path, f"--config.eval.mem_len={mem_len}")
+  got = run.evaluate()
+  cfg, model, params = run.config, run.eval_model, run.state.params
+  assert model.config.mem_len == mem_len and run.model.config.mem_len == 16
+  data = build_dataset(cfg.data, split=cfg.data.eval_split, global_batch_size=4,
+                       seq_len=eval_seq_len(cfg), seed=cfg.train.seed)
+  mems = model.init_mems(4)
+  totals = {}
+  for i, batch in zip(range(3), data):
+    key = jax.random.fold_in(jax.random.PRNGKey(cfg.train.seed + 1), i)
+    prepared = prepare_inputs(run.objective, batch, key)
+    outputs = model.apply({"params": params}, {**prepared["inputs"], "mems": mems})
+    loss, m = run.objective.loss(outputs, prepared)
+    n = float(m["num_targets"])
+    totals["loss"] = totals.get("loss", 0.0) + float(loss) * n
+    totals["n"] = totals.get("n", 0.0) + n
+    alone = run.objective.loss(model.apply({"params": params}, prepared["inputs"]), prepared)[0]
+    if i and mem_len:
+      assert abs(float(alone) - float(loss)) > 1e-3               # the memory matters here
+    _, mems = scan_segments(model, params, prepared["inputs"]["input_ids"],
+                            model.config.segment_len, mems)        # the stream so far, one scan
+  assert got["num_targets"] == totals["n"]
+  np.testing.assert_allclose(got["loss"], totals["loss"] / totals["n"], rtol=1e-5)
+  run.checkpointer.close()
+
+
+def test_eval_section_checks_and_paper_settings(tmp_path):
+  from plmjax.train.config import ConfigError, get_config, load_config
+  path = os.path.join(ROOT, "experiments", "transformer_xl.py")
+  large = load_config(f"{path}:wt103_large")
+  assert dict(large.eval) == dict(tgt_len=128, mem_len=1600, clamp_len=1000, same_length=True)
+  for bad, match in [("--config.eval.mem_len=-3", "eval.mem_len must be >= 0"),
+                     ("--config.eval.tgt_len=0", "eval.tgt_len=0 must be >= 1"),
+                     ("--config.eval.mem_lenn=3", "did you mean 'eval.mem_len'")]:
+    with pytest.raises(ConfigError, match=match):
+      get_config(f"{path}:tiny", [bad])
+  run = _engine_run(tmp_path, "--config.eval.tgt_len=32", "--config.eval.same_length=true",
+                    "--config.eval.clamp_len=20")
+  c = run.eval_model.config
+  assert (c.segment_len, c.same_length, c.clamp_len, c.mem_len) == (32, True, 20, 16)
+  assert np.isfinite(run.evaluate()["loss"])
+  run.checkpointer.close()

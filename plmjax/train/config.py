@@ -23,6 +23,8 @@ A config is an `ml_collections.ConfigDict` with the sections
                io_timeout_s (the longest a checkpoint save or metrics write may block),
                stop_timeout_s (after SIGTERM / SIGINT: the longest the save-and-exit may take)
     mesh       data, fsdp, tensor (device counts; one may be -1 = the rest)
+    eval       optional, memory models: tgt_len, mem_len, clamp_len, same_length at evaluation
+               (None = as in training); evaluation then threads the memory across eval batches
 Fine-tuning configs (plmjax.finetune.config) share the train, optimizer, transfer, mesh and dtype
 sections and add task / head / their own model and data sections.
     dtype      compute dtype: "auto" (bfloat16 on GPU/TPU, float32 on CPU) | "float32" | "bfloat16"
@@ -114,6 +116,51 @@ def transfer_section(**overrides) -> ml_collections.ConfigDict:
 # random-bit generator, much cheaper for dropout on GPU/TPU (see README "GPU"), with other streams.
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
 NONFINITE_MODES = ("stop", "skip")      # plmjax.train.step.NONFINITE_MODES
+
+
+# Evaluation-time model fields of memory models (Transformer-XL): Dai et al. evaluate WikiText-103 with
+# tgt_len 128, mem_len 1,600, clamp_len 1,000, same_length; none of them changes a parameter.
+EVAL_MEMORY_KEYS = {"tgt_len": "segment_len", "mem_len": "mem_len", "clamp_len": "clamp_len",
+                    "same_length": "same_length"}
+
+
+def eval_section(**values) -> ml_collections.ConfigDict:
+  """`eval`: tgt_len, mem_len, clamp_len, same_length for evaluation; None (the default) = as in
+  training. eval.mem_len=0 scores every segment without memory."""
+  c = ml_collections.ConfigDict({"tgt_len": config_dict.placeholder(int),
+                                 "mem_len": config_dict.placeholder(int),
+                                 "clamp_len": config_dict.placeholder(int),
+                                 "same_length": config_dict.placeholder(bool)})
+  _checked("eval", dict(c), values)
+  c.update(values)
+  return c
+
+
+def eval_seq_len(cfg) -> int:
+  """Evaluation row length: data.seq_len, cut to a multiple of eval.tgt_len when that is set (the
+  stream continues row to row, so no token is skipped)."""
+  tgt = (cfg.get("eval") or {}).get("tgt_len")
+  seq = int(cfg.data.seq_len)
+  return max(seq // tgt, 1) * tgt if tgt else seq
+
+
+def eval_model_overrides(cfg) -> dict:
+  """The model-config fields the `eval` section sets ({} when it sets none), checked."""
+  section = cfg.get("eval") or {}
+  out = {EVAL_MEMORY_KEYS[k]: v for k, v in section.items() if v is not None}
+  if not out:
+    return out
+  missing = [k for k, f in EVAL_MEMORY_KEYS.items() if f in out and f not in cfg.model]
+  if missing:
+    raise ConfigError(f"eval.{missing[0]}: model {cfg.model.name!r} has no "
+                      f"{EVAL_MEMORY_KEYS[missing[0]]} field (eval memory overrides are for "
+                      "Transformer-XL)")
+  if out.get("segment_len", 1) < 1:
+    raise ConfigError(f"eval.tgt_len={out['segment_len']} must be >= 1")
+  if out.get("mem_len", 0) < 0 or out.get("clamp_len", -1) < -1:
+    raise ConfigError(f"eval.mem_len must be >= 0 and eval.clamp_len >= -1 (-1: no clamping), got "
+                      f"{dict(section)}")
+  return out
 
 
 def apply_prng_impl(cfg) -> None:
@@ -236,6 +283,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     if section not in cfg:
       raise ConfigError(f"config has no {section!r} section")
   validate_engine_sections(cfg)
+  eval_model_overrides(cfg)
   _validate_model_sizes(cfg.model)
   module = getattr(registry.SURVEY.get(cfg.model.name), "module", None)
   if (getattr(module, "__name__", "") in LEARNED_POSITION_MODULES

@@ -36,6 +36,8 @@ eval lines carry "step" = updates done when evaluated.
 """
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import math
 import os
@@ -45,7 +47,7 @@ from typing import Optional
 import jax
 import numpy as np
 import tqdm
-from jax.sharding import PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from plmjax.data import build_dataset
 from plmjax.objectives import build_objective
@@ -165,8 +167,18 @@ class Run:
     self.train_step = make_train_step(self.model, self.objective, self.tx, self.schedule, self.mesh,
                                       self.shardings, self.batch_shapes, grad_accum=t.grad_accum,
                                       nonfinite=t.get("nonfinite", "stop"))
-    self.eval_step = make_eval_step(self.model, self.objective, self.mesh, self.shardings,
-                                    self.batch_shapes)
+    # Evaluation: the model with the `eval` section's memory fields (Transformer-XL: tgt_len,
+    # mem_len, clamp_len, same_length; no parameter depends on them); a memory model on stream
+    # data threads its memory from one eval batch to the next, as in training.
+    overrides = config_lib.eval_model_overrides(config)
+    self.eval_model = self.model.clone(config=dataclasses.replace(self.model_config, **overrides)) \
+        if overrides else self.model
+    self.eval_carry = self.model_state_init(config, t.batch_size, self.eval_model)
+    carry_shardings = {k: NamedSharding(self.mesh, spec)
+                       for k, spec in self.eval_carry["model_state_specs"].items()} \
+        if self.eval_carry else None
+    self.eval_step = make_eval_step(self.eval_model, self.objective, self.mesh, self.shardings,
+                                    self.batch_shapes, carry_shardings=carry_shardings)
     self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), t.keep_checkpoints,
                                      best_metric=t.get("best_metric", ""),
                                      best_mode=t.get("best_mode", "max"),
@@ -192,17 +204,18 @@ class Run:
   def finish(self) -> None:
     """After the last step (not after a SIGTERM exit): nothing more for pretraining."""
 
-  def model_state_init(self, config, batch_size: int) -> dict:
+  def model_state_init(self, config, batch_size: int, model=None) -> dict:
     """Recurrent models on "stream" data (row i continues row i of the previous batch) carry their
     memory across steps, batch-sharded: Transformer-XL / XLNet {"mems": [L, B, M, E]}, RNN LMs
     {"rnn_state": per-layer {"h", "c"} [B, H]}. Everything else carries nothing."""
+    model = model or self.model
     if config.data.mode != "stream":
       return {}
-    if hasattr(self.model, "init_mems"):
-      return dict(init_model_state=lambda: {"mems": self.model.init_mems(batch_size)},
+    if hasattr(model, "init_mems"):
+      return dict(init_model_state=lambda: {"mems": model.init_mems(batch_size)},
                   model_state_specs={"mems": P(None, BATCH_AXES)})
-    if hasattr(self.model, "initial_state"):
-      return dict(init_model_state=lambda: {"rnn_state": self.model.initial_state(batch_size)},
+    if hasattr(model, "initial_state"):
+      return dict(init_model_state=lambda: {"rnn_state": model.initial_state(batch_size)},
                   model_state_specs={"rnn_state": P(BATCH_AXES)})
     return {}
 
@@ -237,14 +250,23 @@ class Run:
     return int(self.state.step)
 
   def evaluate(self) -> dict:
-    """Mean metrics over `train.eval_steps` batches of the eval split (fixed masking keys)."""
+    """Mean metrics over `train.eval_steps` batches of the eval split (-1: the whole split; fixed
+    masking keys). Memory models start from zero memory and carry it from batch to batch."""
     cfg, t = self.config, self.config.train
     data = build_dataset(cfg.data, split=cfg.data.eval_split, global_batch_size=t.batch_size,
-                         seq_len=cfg.data.seq_len, seed=t.seed, **self.process)
+                         seq_len=config_lib.eval_seq_len(cfg), seed=t.seed, **self.process)
+    carry = None
+    if self.eval_carry:
+      shardings = {k: NamedSharding(self.mesh, s) for k, s in self.eval_carry["model_state_specs"].items()}
+      carry = jax.jit(self.eval_carry["init_model_state"], out_shardings=shardings)()
     totals, weight = {}, 0.0
-    for i, batch in zip(range(t.eval_steps), data):
+    for i, batch in enumerate(itertools.islice(data, None if t.eval_steps < 0 else t.eval_steps)):
       key = jax.random.fold_in(jax.random.PRNGKey(t.seed + 1), i)
-      m = jax.device_get(self.eval_step(self.state.params, shard_batch(batch, self.mesh), key))
+      if carry is None:
+        m = self.eval_step(self.state.params, shard_batch(batch, self.mesh), key)
+      else:
+        m, carry = self.eval_step(self.state.params, shard_batch(batch, self.mesh), key, carry)
+      m = jax.device_get(m)
       w = float(m.get("num_targets", 1.0))
       for k, v in m.items():
         totals[k] = totals.get(k, 0.0) + float(v) * (1.0 if k == "num_targets" else w)

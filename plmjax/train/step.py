@@ -35,7 +35,7 @@ their losses in fp32.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -152,25 +152,35 @@ def make_train_step(model: nn.Module, objective, tx: optax.GradientTransformatio
 
 
 def make_eval_step(model: nn.Module, objective, mesh: Mesh, state_shardings: TrainState,
-                   batch_shapes: dict, predictions: bool = False) -> Callable:
+                   batch_shapes: dict, predictions: bool = False,
+                   carry_shardings: Optional[dict] = None) -> Callable:
   """-> eval_step(params, batch, key[, task=...]) -> metrics (dropout off; `key` drives the
   objective's masking, fixed per eval batch so that evaluations are comparable across steps).
   `predictions=True`: returns `objective.predictions(outputs, prepared)` instead (per-row arrays
-  for the host to score: label ids, tag ids, span logits; fine-tuning's dev and test sets)."""
+  for the host to score: label ids, tag ids, span logits; fine-tuning's dev and test sets).
+  `carry_shardings` ({key: sharding} of model state, e.g. Transformer-XL {"mems": ...}): the step
+  is eval_step(params, batch, key, carry) -> (metrics, carry'), the model's memory threaded from
+  one evaluation batch to the next (evaluation over a stream, as Transformer-XL's paper)."""
 
-  def step(params, batch, key, task=None):
+  def step(params, batch, key, carry=None, task=None):
     prepared = prepare_inputs(objective, batch, key, task=task)   # staged objectives: last stage
-    outputs = model.apply({"params": params}, prepared["inputs"], train=False,
+    outputs = model.apply({"params": params}, {**prepared["inputs"], **(carry or {})}, train=False,
                           **prepared.get("apply_kwargs", {}))
     if predictions:
       return objective.predictions(outputs, prepared)
     loss, metrics = objective.loss(outputs, prepared)
-    return {**metrics, "loss": loss}
+    if carry is None:
+      return {**metrics, "loss": loss}
+    return {**metrics, "loss": loss}, {k: outputs[k] for k in carry}
 
   replicated = NamedSharding(mesh, P())
-  jitted = jax.jit(step, in_shardings=(state_shardings.params, batch_shardings(mesh, batch_shapes),
-                                       replicated),
-                   out_shardings=replicated, static_argnums=(3,))
+  inputs = (state_shardings.params, batch_shardings(mesh, batch_shapes), replicated)
+  if carry_shardings is None:
+    jitted = jax.jit(lambda p, b, k, task=None: step(p, b, k, None, task), in_shardings=inputs,
+                     out_shardings=replicated, static_argnums=(3,))
+  else:
+    jitted = jax.jit(step, in_shardings=inputs + (carry_shardings,),
+                     out_shardings=(replicated, carry_shardings), static_argnums=(4,))
   return _on_mesh(jitted, mesh)
 
 
