@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from plmjax.nn.adaptive import AdaptiveEmbedding, AdaptiveSoftmax
 from plmjax.nn.attention import dense_init
 from plmjax.nn.relative import RelativeAttention, relative_encoding
-from plmjax.nn.transformer import REMAT_POLICIES, MLP, TransformerConfig, layer_norm
+from plmjax.nn.transformer import MLP, TransformerConfig, layer_norm, layer_stack
 
 Array = jax.Array
 
@@ -215,22 +215,8 @@ class TransformerXL(nn.Module):
       biases = (self.param("r_w_bias", init, shape, cfg.jnp_param_dtype),
                 self.param("r_r_bias", init, shape, cfg.jnp_param_dtype))
 
-    block = TXLBlock
-    if cfg.remat_policy != "none":
-      policy = REMAT_POLICIES[cfg.remat_policy]
-      block = nn.remat(block, prevent_cse=not cfg.scan_layers,
-                       policy=None if policy == "full" else policy)
-    if cfg.scan_layers:
-      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                      in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
-                      metadata_params={nn.PARTITION_NAME: "layers"})
-      h, inputs = stack(cfg, train, mem_grad, name="layers")(h, mems, pos, mask, biases)  # [L, B, T, E]
-    else:
-      outs = []
-      for i in range(cfg.num_layers):
-        h, inp = block(cfg, train, mem_grad, name=f"layers_{i}")(h, mems[i], pos, mask, biases)
-        outs.append(inp)
-      inputs = jnp.stack(outs)
+    h, inputs = layer_stack(cfg, TXLBlock, (train, mem_grad), h, per_layer=(mems,),
+                            broadcast=(pos, mask, biases))                     # inputs [L, B, T, E]
     h = drop(h)
     if cfg.mem_len > 0:
       new_mems = jnp.concatenate([mems, inputs.astype(mems.dtype)], axis=2)[:, :, -cfg.mem_len:]

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from plmjax.nn.attention import dense_init
 from plmjax.nn.embeddings import token_embed
 from plmjax.nn.relative import RelativeAttention, relative_encoding
-from plmjax.nn.transformer import REMAT_POLICIES, MLP, TransformerConfig, layer_norm
+from plmjax.nn.transformer import MLP, TransformerConfig, layer_norm, layer_stack
 
 Array = jax.Array
 
@@ -156,24 +156,8 @@ class XLNet(nn.Module):
       seg_diff = tt[:, :, None] != cat[:, None, :]                              # [B, T, M+T]
     pos = drop(relative_encoding(t, m + t, cfg.hidden_size, cfg.clamp_len, cfg.bi_data, b))
 
-    block = XLNetBlock
-    if cfg.remat_policy != "none":
-      policy = REMAT_POLICIES[cfg.remat_policy]
-      block = nn.remat(block, prevent_cse=not cfg.scan_layers,
-                       policy=None if policy == "full" else policy)
-    carry = (drop(x), g)
-    if cfg.scan_layers:
-      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                      in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
-                      length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-      carry, inputs = stack(cfg, train, name="layers")(carry, mems, pos, masks, seg_diff, targets)
-    else:
-      outs = []
-      for i in range(cfg.num_layers):
-        carry, inp = block(cfg, train, name=f"layers_{i}")(
-            carry, None if mems is None else mems[i], pos, masks, seg_diff, targets)
-        outs.append(inp)
-      inputs = jnp.stack(outs)                                                  # [L, B, T, E]
+    carry, inputs = layer_stack(cfg, XLNetBlock, (train,), (drop(x), g), per_layer=(mems,),
+                                broadcast=(pos, masks, seg_diff, targets))      # inputs [L, B, T, E]
     h, g = carry
 
     out = {}

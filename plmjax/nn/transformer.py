@@ -9,7 +9,7 @@ between the two layouts.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -147,6 +147,32 @@ class Block(nn.Module):
     return x, (x if self.collect else None)
 
 
+def layer_stack(cfg: TransformerConfig, block, block_args: tuple, carry, per_layer: tuple = (),
+                broadcast: tuple = (), name: str = "layers"):
+  """The one layer stack of every Transformer family (BERT/GPT blocks, Transformer-XL, XLNet):
+  `cfg.num_layers` instances of `block(cfg, *block_args)`, each applied as
+  `carry, y = layer(carry, *per_layer[i], *broadcast)`, where `per_layer` arrays carry a leading
+  [L] axis (Transformer-XL / XLNet memories; None passes through) and `broadcast` is the same for
+  every layer. `cfg.scan_layers`: one `nn.scan` (params stacked on a leading 'layers' axis, one
+  compiled layer whatever the depth); else unrolled `name_0 .. name_{L-1}`. `cfg.remat_policy`
+  rematerialises each layer. Call it inside a compact module. -> (carry, ys [L, ...] or None)."""
+  if cfg.remat_policy != "none":
+    policy = REMAT_POLICIES[cfg.remat_policy]
+    block = nn.remat(block, prevent_cse=not cfg.scan_layers, policy=None if policy == "full" else policy)
+  if cfg.scan_layers:
+    stack = nn.scan(block, variable_axes={"params": 0, "cache": 0},
+                    split_rngs={"params": True, "dropout": True},
+                    in_axes=(0,) * len(per_layer) + (nn.broadcast,) * len(broadcast),
+                    length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+    return stack(cfg, *block_args, name=name)(carry, *per_layer, *broadcast)
+  ys = []
+  for i in range(cfg.num_layers):
+    mine = tuple(None if a is None else a[i] for a in per_layer)
+    carry, y = block(cfg, *block_args, name=f"{name}_{i}")(carry, *mine, *broadcast)
+    ys.append(y)
+  return carry, (None if ys[0] is None else jax.tree.map(lambda *a: jnp.stack(a), *ys))
+
+
 class TransformerStack(nn.Module):
   """`num_layers` Blocks: x [B, T, E], mask [B|1, 1|N, T, S] -> (x, per-layer outputs [L, B, T, E]).
   With `cross=True` every block also attends to `context` [B, S, E] under `context_mask`."""
@@ -158,26 +184,9 @@ class TransformerStack(nn.Module):
   def __call__(self, x: Array, mask: Optional[Array], context: Optional[Array] = None,
                context_mask: Optional[Array] = None, *, train: bool, decode: bool = False,
                collect: bool = False, cache_prefix: int = 0):
-    cfg = self.cfg
-    block = self.block
     extra = (cache_prefix,) if cache_prefix else ()        # custom blocks need not know the field
-    if cfg.remat_policy != "none":
-      policy = REMAT_POLICIES[cfg.remat_policy]
-      block = nn.remat(block, prevent_cse=not cfg.scan_layers,
-                       policy=None if policy == "full" else policy)
-    if cfg.scan_layers:
-      stack = nn.scan(block, variable_axes={"params": 0, "cache": 0},
-                      split_rngs={"params": True, "dropout": True}, in_axes=nn.broadcast,
-                      length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-      x, ys = stack(cfg, train, decode, collect, self.cross, *extra, name="layers")(
-          x, mask, context, context_mask)
-      return x, ys
-    ys = []
-    for i in range(cfg.num_layers):
-      x, y = block(cfg, train, decode, collect, self.cross, *extra, name=f"layers_{i}")(
-          x, mask, context, context_mask)
-      ys.append(y)
-    return x, (jnp.stack(ys) if collect else None)
+    return layer_stack(self.cfg, self.block, (train, decode, collect, self.cross, *extra), x,
+                       broadcast=(mask, context, context_mask))
 
 
 def unstack_layer_params(tree: dict, num_layers: int, key: str = "layers") -> dict:
