@@ -76,3 +76,18 @@ def test_scan_equals_segment_loop_and_remat_and_unrolled():
   np.testing.assert_allclose(unrolled, ref, atol=1e-5)
   einsum = TransformerXL(CFG.replace(attention_impl="einsum")).apply({"params": params}, batch)["logits"]
   np.testing.assert_allclose(einsum, ref, atol=1e-5)
+
+
+def test_one_layer_stack():
+  """Transformer-XL, XLNet and the BERT/GPT stack run their layers through nn.transformer.layer_stack;
+  no model file scans or remats layers itself (Transformer-XL's own nn.scan is over segments)."""
+  import inspect
+  import re
+  from plmjax.models import transformer_xl, xlnet
+  from plmjax.nn import transformer
+  for mod in (transformer_xl, xlnet):
+    src = inspect.getsource(mod)
+    assert "layer_stack(" in src and "nn.remat(" not in src and "REMAT_POLICIES" not in src
+    assert all("variable_broadcast=\"params\"" in line          # the segment scan shares params
+               for line in src.splitlines() if re.search(r"nn\.scan\(", line))
+  assert "layer_stack(" in inspect.getsource(transformer.TransformerStack)
