@@ -18,8 +18,8 @@ from plmjax.models.xlnet import XLNet, XLNetConfig
 
 
 def xlnet_config_from_hf(c: dict, **overrides) -> dict:
-  if c.get("attn_type", "bi") != "bi":
-    raise CheckpointError(f"config.json: attn_type={c['attn_type']!r} is not supported (only 'bi')")
+  if c.get("attn_type", "bi") not in ("bi", "uni"):
+    raise CheckpointError(f"config.json: attn_type={c['attn_type']!r}: expected 'bi' or 'uni'")
   if c["d_model"] != c["n_head"] * c.get("d_head", c["d_model"] // c["n_head"]):
     raise CheckpointError("config.json: d_head * n_head != d_model is not supported")
   return {**dict(
@@ -30,6 +30,7 @@ def xlnet_config_from_hf(c: dict, **overrides) -> dict:
       attention_dropout_rate=c.get("dropout", 0.1), init_std=c.get("initializer_range", 0.02),
       mem_len=c.get("mem_len") or 0, reuse_len=c.get("reuse_len") or 0,
       bi_data=c.get("bi_data", False), clamp_len=c.get("clamp_len", -1),
+      attn_type=c.get("attn_type", "bi"), same_length=bool(c.get("same_length", False)),
       pad_token_id=c.get("pad_token_id") or 0), **overrides}
 
 
@@ -78,8 +79,8 @@ def export_xlnet(cfg: XLNetConfig, params: dict):
            d_model=cfg.hidden_size, n_layer=cfg.num_layers, n_head=cfg.num_heads,
            d_head=cfg.head_dim, d_inner=cfg.mlp_dim,
            ff_activation=hf_activation(cfg.activation, "model.activation"), untie_r=True,
-           attn_type="bi", layer_norm_eps=cfg.ln_eps, dropout=cfg.dropout_rate,
+           attn_type=cfg.attn_type, layer_norm_eps=cfg.ln_eps, dropout=cfg.dropout_rate,
            initializer_range=cfg.init_std, mem_len=cfg.mem_len or None, reuse_len=cfg.reuse_len or None,
-           bi_data=cfg.bi_data, clamp_len=cfg.clamp_len, same_length=False,
+           bi_data=cfg.bi_data, clamp_len=cfg.clamp_len, same_length=cfg.same_length,
            pad_token_id=cfg.pad_token_id, tie_word_embeddings=True)
   return c, state

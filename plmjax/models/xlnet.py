@@ -53,6 +53,9 @@ class XLNetConfig(TransformerConfig):
   reuse_len: int = 0                 # only the first reuse_len tokens enter the memory (0: all)
   bi_data: bool = False              # half the batch reads the sequence backwards (positions)
   clamp_len: int = -1
+  attn_type: str = "bi"              # "bi": content visibility from perm_mask only; "uni": also
+                                     # causal, position i sees the memory and content j <= i
+  same_length: bool = False          # "uni" only: every query sees the same number of keys
   pad_token_id: int = 5
 
 
@@ -65,20 +68,31 @@ def xlnet_base(**kw) -> XLNetConfig:
   return XLNetConfig(**{**dict(hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072), **kw})
 
 
-def _masks(batch: dict, t: int, m: int):
+def _masks(batch: dict, t: int, m: int, cfg: "XLNetConfig"):
   """Visibility for the query stream g and the content stream h: bool [B|1, 1, T, M + T] or None.
-  g may see j unless perm_mask[i, j] or j is padding; h additionally always sees itself."""
+  g may see key j unless perm_mask[i, j], j is padding or (attn_type "uni") j is a later content
+  position (with same_length, also a key more than M + ... positions back: transformers'
+  create_mask); the memory is visible unless "uni" same_length hides it; h always sees itself."""
+  if cfg.attn_type not in ("bi", "uni"):
+    raise ValueError(f"attn_type={cfg.attn_type!r}: expected 'bi' or 'uni'")
   blocked = None
   if "perm_mask" in batch:
     blocked = batch["perm_mask"] > 0                                            # [B, T, T]
   if "attention_mask" in batch:
     pad = (batch["attention_mask"] == 0)[:, None, :]                            # [B, 1, T]
     blocked = pad if blocked is None else blocked | pad
-  if blocked is None:
+  if blocked is None and cfg.attn_type == "bi":
     return None, None
+  if blocked is None:
+    blocked = jnp.zeros((1, t, t), bool)
   blocked = jnp.broadcast_to(blocked, (blocked.shape[0], t, t))
-  if m:
-    blocked = jnp.concatenate([jnp.zeros(blocked.shape[:2] + (m,), bool), blocked], axis=-1)
+  blocked = jnp.concatenate([jnp.zeros(blocked.shape[:2] + (m,), bool), blocked], axis=-1)
+  if cfg.attn_type == "uni":
+    i, c = jnp.arange(t)[:, None], jnp.arange(m + t)[None, :]                   # key index c
+    uni = c > m + i                                                             # later content
+    if cfg.same_length:
+      uni = uni | ((c < i) & (c < t))
+    blocked = blocked | uni[None]
   g = ~blocked
   h = g | jnp.concatenate([jnp.zeros((t, m), bool), jnp.eye(t, dtype=bool)], axis=-1)
   return g[:, None], h[:, None]
@@ -147,7 +161,7 @@ class XLNet(nn.Module):
       tm = batch["target_mapping"]                                              # [B, P, T]
       targets = (jnp.argmax(tm, axis=-1).astype(jnp.int32), tm.sum(-1))         # [B, P] each
       g = drop(jnp.broadcast_to(mask_emb.astype(cfg.jnp_dtype), (b, tm.shape[1], cfg.hidden_size)))
-    masks = _masks(batch, t, m)                                                 # [B, 1, T, M+T]
+    masks = _masks(batch, t, m, cfg)                                               # [B, 1, T, M+T]
 
     seg_diff = None
     if "token_type_ids" in batch:
