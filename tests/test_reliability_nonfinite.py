@@ -1,4 +1,5 @@
-"""Issue 12, case 2: non-finite steps (tiny BERT, in-process, fp32 CPU).
+"""Issue 12, case 2: non-finite steps (in-process, fp32 CPU), on a pretraining and a fine-tuning
+run (the tiny runs of tests/reliability_common.py).
 
 learning_rate=1e4 with 10 warmup steps blows the loss up within a few steps (step 5 here). The train
 step's on-device finite flag stops the run at that step ("stop", the default) before its state
@@ -13,7 +14,7 @@ import pytest
 
 from plmjax.train.guard import NonFiniteError
 from plmjax.train.loop import train_and_evaluate
-from tests.reliability_common import compile_cache, all_finite, read_metrics, restored_state, steps, tiny_config
+from tests.reliability_common import KINDS, compile_cache, all_finite, read_metrics, restored_state, steps, tiny_config
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -25,9 +26,10 @@ BLOWUP = ["--config.optimizer.learning_rate=1e4", "--config.optimizer.warmup_ste
           "--config.train.steps=12", "--config.train.log_every=20", "--config.train.checkpoint_every=1"]
 
 
-def test_nonfinite_step_stops_the_run_unsaved_and_a_rerun_stops_at_the_same_step(tmp_path, capsys):
-  cfg = tiny_config(*BLOWUP)
-  with pytest.raises(NonFiniteError, match=r"non-finite training step \d+ \(loss nan") as first:
+@pytest.mark.parametrize("kind", KINDS)
+def test_nonfinite_step_stops_the_run_unsaved_and_a_rerun_stops_at_the_same_step(tmp_path, capsys, kind):
+  cfg = tiny_config(*BLOWUP, kind=kind)
+  with pytest.raises(NonFiniteError, match=r"non-finite training step \d+ \(loss \S+, grad_norm (nan|inf)\)") as first:
     train_and_evaluate(cfg, str(tmp_path))
   bad = int(re.search(r"step (\d+)", str(first.value)).group(1))
   assert f"the last complete checkpoint is step {bad} " in str(first.value)
@@ -42,10 +44,11 @@ def test_nonfinite_step_stops_the_run_unsaved_and_a_rerun_stops_at_the_same_step
   assert steps(tmp_path) == saved
 
 
-def test_skip_mode_leaves_bad_updates_out_and_counts_them(tmp_path):
-  cfg = tiny_config(*BLOWUP, "--config.train.nonfinite=skip", "--config.train.log_every=1")
+@pytest.mark.parametrize("kind", KINDS)
+def test_skip_mode_leaves_bad_updates_out_and_counts_them(tmp_path, kind):
+  cfg = tiny_config(*BLOWUP, "--config.train.nonfinite=skip", "--config.train.log_every=1", kind=kind)
   train_and_evaluate(cfg, str(tmp_path))
-  recs = read_metrics(tmp_path)
+  recs = [r for r in read_metrics(tmp_path) if "split" not in r]     # train lines
   skipped = [r["skipped_steps"] for r in recs]
   assert skipped == sorted(skipped) and skipped[-1] >= 1, skipped
   bad = [r["step"] for r in recs if not np.isfinite(r["loss"]) or not np.isfinite(r["grad_norm"])]

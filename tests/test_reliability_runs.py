@@ -1,5 +1,6 @@
 """Issue 12, cases 1, 3 and 6 (exit status): runs that must end, and end clearly
-(`plmjax train` subprocesses on tiny BERT, each with a timeout).
+(`plmjax train` and `plmjax finetune` subprocesses on the tiny runs of tests/reliability_common.py,
+each with a timeout).
 
 - disk full: the workdir is a 1 MB tmpfs (a private mount namespace: `unshare -rm`, no privileges
   needed where user namespaces are allowed; where they are not, RLIMIT_FSIZE stands in for it:
@@ -8,7 +9,8 @@
 - read-only: `chattr +i` on checkpoints/ mid-run (a real immutable folder, which stops root too;
   where chattr is unavailable the test is skipped and says so). Exit 74, naming the folder.
 - two runs on one workdir: the second is refused (exit 1, naming the holder's pid); the first then
-  gets SIGINT, saves and exits with 75 (EXIT_PREEMPTED), and a rerun resumes from that save.
+  gets SIGINT (pretraining) or SIGTERM (fine-tuning), saves and exits with 75 (EXIT_PREEMPTED), and
+  a rerun resumes from that save.
 - the watchdog: a main thread blocked after SIGTERM, or in a write past its deadline, still ends
   the process in bounded time (76 / 74) with one line saying what it was doing.
 """
@@ -24,9 +26,11 @@ import pytest
 
 from plmjax.train import guard
 from plmjax.train import integrity
-from tests.reliability_common import all_finite, last_line, popen, restored_state, run, steps, train_cmd
+from tests.reliability_common import (KINDS, all_finite, command_of, last_line, popen, restored_state,
+                                      run, steps, train_cmd)
 
 LONG = ["--config.train.steps=100000", "--config.train.checkpoint_every=3",
+        "--config.train.keep_checkpoints=3",   # (fine-tuning keeps 1): a 1 MB disk fills in a few saves
         "--config.train.io_timeout_s=30", "--config.train.stop_timeout_s=30"]
 
 
@@ -48,9 +52,10 @@ exit $rc
 """
 
 
-def test_disk_full_ends_the_run_with_one_clear_error_and_an_intact_checkpoint(tmp_path):
+@pytest.mark.parametrize("kind", KINDS)
+def test_disk_full_ends_the_run_with_one_clear_error_and_an_intact_checkpoint(tmp_path, kind):
   out_dir, mnt = tmp_path / "copy", tmp_path / "mnt"
-  cmd = train_cmd(mnt / "w", *LONG)
+  cmd = train_cmd(mnt / "w", *LONG, kind=kind)
   t0 = time.time()
   if _can_unshare():
     proc = run(["unshare", "-rm", "bash", "-c", FULL_DISK, "bash", *cmd], timeout=400,
@@ -67,7 +72,7 @@ def test_disk_full_ends_the_run_with_one_clear_error_and_an_intact_checkpoint(tm
   elapsed = time.time() - t0
   assert proc.returncode == guard.EXIT_IO, proc.stderr[-3000:]
   line = last_line(proc.stderr)
-  assert line.startswith("plmjax train: ") and reason in line and str(mnt / "w") in line, line
+  assert line.startswith(f"plmjax {command_of(kind)}: ") and reason in line and str(mnt / "w") in line, line
   assert "the last complete checkpoint is step" in line, line
   last = int(line.split("the last complete checkpoint is step ")[1].split()[0])
   assert last >= 3 and last in steps(work), (last, steps(work))
@@ -95,11 +100,12 @@ def _chattr_works(path) -> bool:
     shutil.rmtree(probe, ignore_errors=True)
 
 
-def test_read_only_checkpoint_folder_ends_the_run_naming_it(tmp_path):
+@pytest.mark.parametrize("kind", KINDS)
+def test_read_only_checkpoint_folder_ends_the_run_naming_it(tmp_path, kind):
   if not _chattr_works(str(tmp_path)):
     pytest.skip("chattr +i does not make a folder immutable here (not root, or no ext4/xfs)")
   work = tmp_path / "w"
-  proc = popen(train_cmd(work, *LONG), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  proc = popen(train_cmd(work, *LONG, kind=kind), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   ckpts = work / "checkpoints"
   try:
     deadline = time.time() + 300
@@ -118,25 +124,29 @@ def test_read_only_checkpoint_folder_ends_the_run_naming_it(tmp_path):
   assert "the last complete checkpoint is step" in line
 
 
-def test_second_run_is_refused_and_sigint_saves_with_the_preempted_status(tmp_path):
-  first = popen(train_cmd(tmp_path, *LONG), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+@pytest.mark.parametrize("kind,sig", [pytest.param("pretrain", signal.SIGINT, id="pretrain-SIGINT"),
+                                      pytest.param("finetune", signal.SIGTERM, id="finetune-SIGTERM")])
+def test_second_run_is_refused_and_a_signal_saves_with_the_preempted_status(tmp_path, kind, sig):
+  first = popen(train_cmd(tmp_path, *LONG, kind=kind), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   try:
     deadline = time.time() + 300
     while not steps(tmp_path) and first.poll() is None and time.time() < deadline:
       time.sleep(0.05)
     assert first.poll() is None, first.communicate()[1][-3000:]
-    second = run(train_cmd(tmp_path, *LONG), timeout=300)
+    second = run(train_cmd(tmp_path, *LONG, kind=kind), timeout=300)
     assert second.returncode == guard.EXIT_ERROR
     assert f"is in use by pid {first.pid} on host" in last_line(second.stderr), second.stderr[-2000:]
-    first.send_signal(signal.SIGINT)
+    first.send_signal(sig)
     out, err = first.communicate(timeout=120)
   finally:
     if first.poll() is None:
       first.kill()
   assert first.returncode == guard.EXIT_PREEMPTED, err[-3000:]
-  assert "SIGINT: stopped at step" in last_line(err) and "the same command resumes" in last_line(err)
+  line = last_line(err)
+  assert line.startswith(f"plmjax {command_of(kind)}: {sig.name}: stopped at step"), line
+  assert "the same command resumes" in line
   saved = steps(tmp_path)[-1]
-  again = run(train_cmd(tmp_path, "--config.train.steps=%d" % (saved + 1)), timeout=300)
+  again = run(train_cmd(tmp_path, "--config.train.steps=%d" % (saved + 1), kind=kind), timeout=300)
   assert again.returncode == 0, again.stderr[-3000:]
   assert f"resumed at step {saved}" in again.stdout
 
