@@ -155,7 +155,7 @@ def kill_after_first_checkpoint(cmd, workdir, timeout=300) -> None:
   running then)."""
   import signal
   import time
-  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + timeout
   while not checkpoint_steps(workdir) and proc.poll() is None and time.time() < deadline:
     time.sleep(0.05)

@@ -5,7 +5,8 @@ learning_rate=1e4 with 10 warmup steps blows the loss up within a few steps (ste
 step's on-device finite flag stops the run at that step ("stop", the default) before its state
 can be saved; the checkpoints that exist are all finite, and running the same config again resumes
 the last good one and stops at the same step. With train.nonfinite="skip" the run finishes, its
-params stay finite and the metrics count the skipped steps.
+params stay finite and the metrics count the skipped steps; before the first bad step both modes
+log the same curve (the flag changes no finite update).
 """
 import re
 
@@ -55,3 +56,10 @@ def test_skip_mode_leaves_bad_updates_out_and_counts_them(tmp_path, kind):
   assert bad and 1 < bad[0] < 12, bad
   assert all_finite(restored_state(tmp_path, 12))
   assert all_finite(restored_state(tmp_path, 12)["params"])
+  # the flag is only read: up to the first bad step, "stop" logs the same curve, bit for bit
+  with pytest.raises(NonFiniteError):
+    train_and_evaluate(tiny_config(*BLOWUP, "--config.train.log_every=1", kind=kind), str(tmp_path / "stop"))
+  first = min(r["step"] for r in recs if r["skipped_steps"])
+  curve = lambda rs: [(r["step"], r["loss"], r["grad_norm"]) for r in rs if r["step"] < first]  # noqa: E731
+  assert len(curve(recs)) == first and curve(read_metrics(tmp_path / "stop")) == curve(recs)
+

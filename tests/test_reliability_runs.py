@@ -11,8 +11,9 @@ each with a timeout).
 - two runs on one workdir: the second is refused (exit 1, naming the holder's pid); the first then
   gets SIGINT (pretraining) or SIGTERM (fine-tuning), saves and exits with 75 (EXIT_PREEMPTED), and
   a rerun resumes from that save.
-- the watchdog: a main thread blocked after SIGTERM, or in a write past its deadline, still ends
-  the process in bounded time (76 / 74) with one line saying what it was doing.
+- the watchdog: a main thread blocked after SIGTERM (or after a second one: at once), or in a
+  metrics write past its deadline, still ends the process in bounded time (76 / 74) with one line
+  saying what it was doing.
 """
 import os
 import shutil
@@ -153,27 +154,33 @@ def test_second_run_is_refused_and_a_signal_saves_with_the_preempted_status(tmp_
 
 WATCHDOG = textwrap.dedent("""
     import os, signal, sys, time
-    from plmjax.train.guard import RunGuard
+    from plmjax.train.guard import RunGuard, bounded_write
     with RunGuard(stop_timeout_s=1.0, describe=lambda: "the last complete checkpoint is step 7") as g:
-      if sys.argv[1] == "signal":
+      if sys.argv[1] in ("signal", "two signals"):
         with g.deadline(1000, "saving checkpoint 9"):
           os.kill(os.getpid(), signal.SIGTERM)
+          if sys.argv[1] == "two signals":
+            os.kill(os.getpid(), signal.SIGTERM)
           while True:
             time.sleep(0.01)          # blocked: never reads g.requested
-      else:
-        with g.deadline(1.0, "writing /x/metrics.jsonl"):
-          time.sleep(1000)
+      else:                           # a metrics write that hangs: metrics.jsonl is a FIFO, no reader
+        from plmjax.train.loop import MetricsLog
+        log = MetricsLog(sys.argv[2], writes=lambda what: bounded_write(what, g, 1.0, g.describe))
+        os.mkfifo(log.path)
+        log.write(0, {"loss": 1.0})
 """)
 
 
 @pytest.mark.parametrize("case,code,text", [
     ("signal", guard.EXIT_STOPPED, "SIGTERM: the run did not stop within 1 s (train.stop_timeout_s) "
      "while saving checkpoint 9; exiting with status 76; the last complete checkpoint is step 7"),
-    ("deadline", guard.EXIT_IO, "writing /x/metrics.jsonl did not finish within 1 s "
+    ("two signals", guard.EXIT_STOPPED, "a second SIGTERM: stopping now, while saving checkpoint 9; "
+     "exiting with status 76; the last complete checkpoint is step 7"),
+    ("metrics write", guard.EXIT_IO, "writing WORKDIR/metrics.jsonl did not finish within 1 s "
      "(train.io_timeout_s); exiting with status 74; the last complete checkpoint is step 7")])
-def test_watchdog_ends_a_blocked_process(case, code, text):
+def test_watchdog_ends_a_blocked_process(case, code, text, tmp_path):
   t0 = time.time()
-  proc = run([sys.executable, "-c", WATCHDOG, case], timeout=60)
+  proc = run([sys.executable, "-c", WATCHDOG, case, str(tmp_path)], timeout=60)
   assert proc.returncode == code, proc.stderr
-  assert last_line(proc.stderr) == "plmjax: " + text
+  assert last_line(proc.stderr) == "plmjax: " + text.replace("WORKDIR", str(tmp_path))
   assert time.time() - t0 < 30
