@@ -4,7 +4,8 @@ run (the tiny runs of tests/reliability_common.py).
 learning_rate=1e4 with 10 warmup steps blows the loss up within a few steps (step 5 here). The train
 step's on-device finite flag stops the run at that step ("stop", the default) before its state
 can be saved; the checkpoints that exist are all finite, and running the same config again resumes
-the last good one and stops at the same step. With train.nonfinite="skip" the run finishes, its
+the last good one and stops at the same step; checkpoints that do hold NaN (saved with the checks
+switched off) are skipped on resume. With train.nonfinite="skip" the run finishes, its
 params stay finite and the metrics count the skipped steps; before the first bad step both modes
 log the same curve (the flag changes no finite update).
 """
@@ -43,6 +44,31 @@ def test_nonfinite_step_stops_the_run_unsaved_and_a_rerun_stops_at_the_same_step
   assert str(again.value) == str(first.value)
   assert f"resumed at step {bad}" in capsys.readouterr().out
   assert steps(tmp_path) == saved
+
+
+@pytest.mark.parametrize("kind", ["finetune"])     # Checkpointer.restore_valid: the same for both
+def test_a_saved_nonfinite_state_is_never_resumed(tmp_path, capsys, monkeypatch, kind):
+  """Checkpoints holding NaN (saved here with the finite checks switched off, as an older version
+  would have) are skipped on resume, each named, and moved away; the run resumes the newest finite
+  one and stops at the step that blew up."""
+  from plmjax.train import guard, loop
+  cfg = tiny_config(*BLOWUP, "--config.train.checkpoint_every=4", "--config.train.keep_checkpoints=3",
+                    kind=kind)
+  with monkeypatch.context() as m:
+    m.setattr(guard.FiniteCheck, "flush", lambda self: setattr(self, "_pending", None))
+    m.setattr(loop, "_check_finite", lambda *a: None)
+    train_and_evaluate(cfg, str(tmp_path))
+  assert steps(tmp_path) == [4, 8, 12]
+  finite = [s for s in steps(tmp_path) if all_finite(restored_state(tmp_path, s))]
+  assert finite == [4], finite                # the loss blows up at step 5 or so
+  capsys.readouterr()
+  with pytest.raises(NonFiniteError, match="the last complete checkpoint is step 4 "):
+    train_and_evaluate(cfg, str(tmp_path))
+  out = capsys.readouterr().out
+  assert "resumed at step 4" in out
+  for s in (12, 8):
+    assert f"checkpoint {s} in {tmp_path}/checkpoints: skipped: non-finite values in" in out, out
+  assert steps(tmp_path) == [4]
 
 
 @pytest.mark.parametrize("kind", KINDS)
