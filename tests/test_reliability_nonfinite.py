@@ -16,7 +16,8 @@ import pytest
 
 from plmjax.train.guard import NonFiniteError
 from plmjax.train.loop import train_and_evaluate
-from tests.reliability_common import KINDS, compile_cache, all_finite, read_metrics, restored_state, steps, tiny_config
+from tests.reliability_common import (KINDS, compile_cache, all_finite, read_metrics, restored_state,
+                                      steps, tiny_config)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -31,7 +32,8 @@ BLOWUP = ["--config.optimizer.learning_rate=1e4", "--config.optimizer.warmup_ste
 @pytest.mark.parametrize("kind", KINDS)
 def test_nonfinite_step_stops_the_run_unsaved_and_a_rerun_stops_at_the_same_step(tmp_path, capsys, kind):
   cfg = tiny_config(*BLOWUP, kind=kind)
-  with pytest.raises(NonFiniteError, match=r"non-finite training step \d+ \(loss \S+, grad_norm (nan|inf)\)") as first:
+  with pytest.raises(NonFiniteError,
+                     match=r"non-finite training step \d+ \(loss \S+, grad_norm (nan|inf)\)") as first:
     train_and_evaluate(cfg, str(tmp_path))
   bad = int(re.search(r"step (\d+)", str(first.value)).group(1))
   assert f"the last complete checkpoint is step {bad} " in str(first.value)
