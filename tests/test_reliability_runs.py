@@ -10,7 +10,7 @@ each with a timeout).
   where chattr is unavailable the test is skipped and says so). Exit 74, naming the folder.
 - two runs on one workdir: the second is refused (exit 1, naming the holder's pid); the first then
   gets SIGINT (pretraining) or SIGTERM (fine-tuning), saves and exits with 75 (EXIT_PREEMPTED), and
-  a rerun resumes from that save.
+  the same command resumes from that save (and stops the same way at a later step).
 - the watchdog: a main thread blocked after SIGTERM (or after a second one: at once), or in a
   metrics write past its deadline, still ends the process in bounded time (76 / 74) with one line
   saying what it was doing.
@@ -125,31 +125,52 @@ def test_read_only_checkpoint_folder_ends_the_run_naming_it(tmp_path, kind):
   assert "the last complete checkpoint is step" in line
 
 
+def _logged(workdir, step) -> bool:
+  """WORKDIR/metrics.jsonl has the train line of `step` (the loop runs, under its signal guard)."""
+  try:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      return any(ln.startswith(f'{{"step": {step}, ') and '"split"' not in ln for ln in f)
+  except FileNotFoundError:
+    return False
+
+
+def _signalled(cmd, sig, ready, while_running=lambda proc: None):
+  """Starts `cmd`, waits until `ready()`, calls `while_running(proc)`, sends `sig`; -> (proc, out, err)."""
+  proc = popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  try:
+    deadline = time.time() + 300
+    while not ready() and proc.poll() is None and time.time() < deadline:
+      time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    while_running(proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == guard.EXIT_PREEMPTED, err[-3000:]
+  return proc, out, err
+
+
 @pytest.mark.parametrize("kind,sig", [pytest.param("pretrain", signal.SIGINT, id="pretrain-SIGINT"),
                                       pytest.param("finetune", signal.SIGTERM, id="finetune-SIGTERM")])
 def test_second_run_is_refused_and_a_signal_saves_with_the_preempted_status(tmp_path, kind, sig):
-  first = popen(train_cmd(tmp_path, *LONG, kind=kind), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-  try:
-    deadline = time.time() + 300
-    while not steps(tmp_path) and first.poll() is None and time.time() < deadline:
-      time.sleep(0.05)
-    assert first.poll() is None, first.communicate()[1][-3000:]
-    second = run(train_cmd(tmp_path, *LONG, kind=kind), timeout=300)
+  cmd = train_cmd(tmp_path, *LONG, kind=kind)
+
+  def refused(first):
+    second = run(cmd, timeout=300)
     assert second.returncode == guard.EXIT_ERROR
     assert f"is in use by pid {first.pid} on host" in last_line(second.stderr), second.stderr[-2000:]
-    first.send_signal(sig)
-    out, err = first.communicate(timeout=120)
-  finally:
-    if first.poll() is None:
-      first.kill()
-  assert first.returncode == guard.EXIT_PREEMPTED, err[-3000:]
+  _, _, err = _signalled(cmd, sig, lambda: steps(tmp_path), refused)
   line = last_line(err)
   assert line.startswith(f"plmjax {command_of(kind)}: {sig.name}: stopped at step"), line
   assert "the same command resumes" in line
   saved = steps(tmp_path)[-1]
-  again = run(train_cmd(tmp_path, "--config.train.steps=%d" % (saved + 1), kind=kind), timeout=300)
-  assert again.returncode == 0, again.stderr[-3000:]
-  assert f"resumed at step {saved}" in again.stdout
+  assert line.endswith(f"{tmp_path}/checkpoints/{saved}; the same command resumes"), line
+  # the same command resumes from that save (and a signal stops it again)
+  _, out, err = _signalled(cmd, sig, lambda: _logged(tmp_path, saved))
+  assert f"resumed at step {saved}" in out
+  assert int(last_line(err).split("stopped at step ")[1].split()[0]) > saved
 
 
 WATCHDOG = textwrap.dedent("""
