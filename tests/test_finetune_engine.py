@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from plmjax.train import config as config_lib
-from tests.reliability_common import checkpoint_steps, kill_after_first_checkpoint
+from tests.reliability_common import ENV, checkpoint_steps, kill_after_first_checkpoint
 from plmjax.train.init_from import merge_params
 from plmjax.train.loop import Run, train_and_evaluate
 
@@ -51,8 +51,9 @@ def finetune_cmd(workdir, minilm, command="finetune"):
           "--config.optimizer.learning_rate=1e-3"]
 
 
-def run(cmd, timeout=600):
-  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def run(cmd, timeout=600, env=ENV):
+  """A subprocess with the tests' XLA compilation cache (tests/reliability_common.py ENV)."""
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
   assert out.returncode == 0, out.stderr[-3000:]
   return out
 
@@ -186,7 +187,7 @@ def test_finetune_on_eight_devices_and_with_grad_accum_matches_one_device(tmp_pa
       "--config.model.dropout_rate=0.0", "--config.head.dropout=0.0"]
   run([sys.executable, "-m", "plmjax.cli", "finetune", "--config", "experiments/finetune.py:sst2",
        "--workdir", str(tmp_path / "one"), *base])
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+  env = {**ENV, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
   mesh = ["--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2"]
   out = subprocess.run([sys.executable, "-c", EIGHT_DEVICES, "experiments/finetune.py:sst2",
                         str(tmp_path / "eight"), *base, *mesh], cwd=ROOT, env=env, capture_output=True,

@@ -1,5 +1,6 @@
 """Issue 12, cases 1, 3 and 6 (exit status): runs that must end, and end clearly
-(`plmjax train` subprocesses on tiny BERT, each with a timeout).
+(`plmjax train` and `plmjax finetune` subprocesses on the tiny runs of tests/reliability_common.py,
+each with a timeout).
 
 - disk full: the workdir is a 1 MB tmpfs (a private mount namespace: `unshare -rm`, no privileges
   needed where user namespaces are allowed; where they are not, RLIMIT_FSIZE stands in for it:
@@ -8,9 +9,11 @@
 - read-only: `chattr +i` on checkpoints/ mid-run (a real immutable folder, which stops root too;
   where chattr is unavailable the test is skipped and says so). Exit 74, naming the folder.
 - two runs on one workdir: the second is refused (exit 1, naming the holder's pid); the first then
-  gets SIGINT, saves and exits with 75 (EXIT_PREEMPTED), and a rerun resumes from that save.
-- the watchdog: a main thread blocked after SIGTERM, or in a write past its deadline, still ends
-  the process in bounded time (76 / 74) with one line saying what it was doing.
+  gets SIGINT (pretraining) or SIGTERM (fine-tuning), saves and exits with 75 (EXIT_PREEMPTED), and
+  the same command resumes from that save (and stops the same way at a later step).
+- the watchdog: a main thread blocked after SIGTERM (or after a second one: at once), or in a
+  metrics write past its deadline, still ends the process in bounded time (76 / 74) with one line
+  saying what it was doing.
 """
 import os
 import shutil
@@ -24,9 +27,11 @@ import pytest
 
 from plmjax.train import guard
 from plmjax.train import integrity
-from tests.reliability_common import all_finite, last_line, popen, restored_state, run, steps, train_cmd
+from tests.reliability_common import (KINDS, all_finite, command_of, last_line, popen, restored_state,
+                                      run, steps, train_cmd)
 
 LONG = ["--config.train.steps=100000", "--config.train.checkpoint_every=3",
+        "--config.train.keep_checkpoints=3",   # (fine-tuning keeps 1): a 1 MB disk fills in a few saves
         "--config.train.io_timeout_s=30", "--config.train.stop_timeout_s=30"]
 
 
@@ -48,9 +53,10 @@ exit $rc
 """
 
 
-def test_disk_full_ends_the_run_with_one_clear_error_and_an_intact_checkpoint(tmp_path):
+@pytest.mark.parametrize("kind", KINDS)
+def test_disk_full_ends_the_run_with_one_clear_error_and_an_intact_checkpoint(tmp_path, kind):
   out_dir, mnt = tmp_path / "copy", tmp_path / "mnt"
-  cmd = train_cmd(mnt / "w", *LONG)
+  cmd = train_cmd(mnt / "w", *LONG, kind=kind)
   t0 = time.time()
   if _can_unshare():
     proc = run(["unshare", "-rm", "bash", "-c", FULL_DISK, "bash", *cmd], timeout=400,
@@ -67,7 +73,7 @@ def test_disk_full_ends_the_run_with_one_clear_error_and_an_intact_checkpoint(tm
   elapsed = time.time() - t0
   assert proc.returncode == guard.EXIT_IO, proc.stderr[-3000:]
   line = last_line(proc.stderr)
-  assert line.startswith("plmjax train: ") and reason in line and str(mnt / "w") in line, line
+  assert line.startswith(f"plmjax {command_of(kind)}: ") and reason in line and str(mnt / "w") in line, line
   assert "the last complete checkpoint is step" in line, line
   last = int(line.split("the last complete checkpoint is step ")[1].split()[0])
   assert last >= 3 and last in steps(work), (last, steps(work))
@@ -95,11 +101,12 @@ def _chattr_works(path) -> bool:
     shutil.rmtree(probe, ignore_errors=True)
 
 
-def test_read_only_checkpoint_folder_ends_the_run_naming_it(tmp_path):
+@pytest.mark.parametrize("kind", KINDS)
+def test_read_only_checkpoint_folder_ends_the_run_naming_it(tmp_path, kind):
   if not _chattr_works(str(tmp_path)):
     pytest.skip("chattr +i does not make a folder immutable here (not root, or no ext4/xfs)")
   work = tmp_path / "w"
-  proc = popen(train_cmd(work, *LONG), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  proc = popen(train_cmd(work, *LONG, kind=kind), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   ckpts = work / "checkpoints"
   try:
     deadline = time.time() + 300
@@ -118,52 +125,83 @@ def test_read_only_checkpoint_folder_ends_the_run_naming_it(tmp_path):
   assert "the last complete checkpoint is step" in line
 
 
-def test_second_run_is_refused_and_sigint_saves_with_the_preempted_status(tmp_path):
-  first = popen(train_cmd(tmp_path, *LONG), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def _logged(workdir, step) -> bool:
+  """WORKDIR/metrics.jsonl has the train line of `step` (the loop runs, under its signal guard)."""
+  try:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      return any(ln.startswith(f'{{"step": {step}, ') and '"split"' not in ln for ln in f)
+  except FileNotFoundError:
+    return False
+
+
+def _signalled(cmd, sig, ready, while_running=lambda proc: None):
+  """Starts `cmd`, waits until `ready()`, calls `while_running(proc)`, sends `sig`; -> (proc, out, err)."""
+  proc = popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   try:
     deadline = time.time() + 300
-    while not steps(tmp_path) and first.poll() is None and time.time() < deadline:
+    while not ready() and proc.poll() is None and time.time() < deadline:
       time.sleep(0.05)
-    assert first.poll() is None, first.communicate()[1][-3000:]
-    second = run(train_cmd(tmp_path, *LONG), timeout=300)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    while_running(proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == guard.EXIT_PREEMPTED, err[-3000:]
+  return proc, out, err
+
+
+@pytest.mark.parametrize("kind,sig", [pytest.param("pretrain", signal.SIGINT, id="pretrain-SIGINT"),
+                                      pytest.param("finetune", signal.SIGTERM, id="finetune-SIGTERM")])
+def test_second_run_is_refused_and_a_signal_saves_with_the_preempted_status(tmp_path, kind, sig):
+  cmd = train_cmd(tmp_path, *LONG, kind=kind)
+
+  def refused(first):
+    second = run(cmd, timeout=300)
     assert second.returncode == guard.EXIT_ERROR
     assert f"is in use by pid {first.pid} on host" in last_line(second.stderr), second.stderr[-2000:]
-    first.send_signal(signal.SIGINT)
-    out, err = first.communicate(timeout=120)
-  finally:
-    if first.poll() is None:
-      first.kill()
-  assert first.returncode == guard.EXIT_PREEMPTED, err[-3000:]
-  assert "SIGINT: stopped at step" in last_line(err) and "the same command resumes" in last_line(err)
+  _, _, err = _signalled(cmd, sig, lambda: steps(tmp_path), refused)
+  line = last_line(err)
+  assert line.startswith(f"plmjax {command_of(kind)}: {sig.name}: stopped at step"), line
+  assert "the same command resumes" in line
   saved = steps(tmp_path)[-1]
-  again = run(train_cmd(tmp_path, "--config.train.steps=%d" % (saved + 1)), timeout=300)
-  assert again.returncode == 0, again.stderr[-3000:]
-  assert f"resumed at step {saved}" in again.stdout
+  assert line.endswith(f"{tmp_path}/checkpoints/{saved}; the same command resumes"), line
+  # the same command resumes from that save (and a signal stops it again)
+  _, out, err = _signalled(cmd, sig, lambda: _logged(tmp_path, saved))
+  assert f"resumed at step {saved}" in out
+  assert int(last_line(err).split("stopped at step ")[1].split()[0]) > saved
 
 
 WATCHDOG = textwrap.dedent("""
     import os, signal, sys, time
-    from plmjax.train.guard import RunGuard
+    from plmjax.train.guard import RunGuard, bounded_write
     with RunGuard(stop_timeout_s=1.0, describe=lambda: "the last complete checkpoint is step 7") as g:
-      if sys.argv[1] == "signal":
+      if sys.argv[1] in ("signal", "two signals"):
         with g.deadline(1000, "saving checkpoint 9"):
           os.kill(os.getpid(), signal.SIGTERM)
+          if sys.argv[1] == "two signals":
+            os.kill(os.getpid(), signal.SIGTERM)
           while True:
             time.sleep(0.01)          # blocked: never reads g.requested
-      else:
-        with g.deadline(1.0, "writing /x/metrics.jsonl"):
-          time.sleep(1000)
+      else:                           # a metrics write that hangs: metrics.jsonl is a FIFO, no reader
+        from plmjax.train.loop import MetricsLog
+        log = MetricsLog(sys.argv[2], writes=lambda what: bounded_write(what, g, 1.0, g.describe))
+        os.mkfifo(log.path)
+        log.write(0, {"loss": 1.0})
 """)
 
 
 @pytest.mark.parametrize("case,code,text", [
     ("signal", guard.EXIT_STOPPED, "SIGTERM: the run did not stop within 1 s (train.stop_timeout_s) "
      "while saving checkpoint 9; exiting with status 76; the last complete checkpoint is step 7"),
-    ("deadline", guard.EXIT_IO, "writing /x/metrics.jsonl did not finish within 1 s "
+    ("two signals", guard.EXIT_STOPPED, "a second SIGTERM: stopping now, while saving checkpoint 9; "
+     "exiting with status 76; the last complete checkpoint is step 7"),
+    ("metrics write", guard.EXIT_IO, "writing WORKDIR/metrics.jsonl did not finish within 1 s "
      "(train.io_timeout_s); exiting with status 74; the last complete checkpoint is step 7")])
-def test_watchdog_ends_a_blocked_process(case, code, text):
+def test_watchdog_ends_a_blocked_process(case, code, text, tmp_path):
   t0 = time.time()
-  proc = run([sys.executable, "-c", WATCHDOG, case], timeout=60)
+  proc = run([sys.executable, "-c", WATCHDOG, case, str(tmp_path)], timeout=60)
   assert proc.returncode == code, proc.stderr
-  assert last_line(proc.stderr) == "plmjax: " + text
+  assert last_line(proc.stderr) == "plmjax: " + text.replace("WORKDIR", str(tmp_path))
   assert time.time() - t0 < 30

@@ -241,12 +241,9 @@ class FinetuneRun:
                                regression=spec.kind == "regression")
       pred = self._predict(name, feats)
       out = os.path.join(self.workdir, "predictions", f"{spec.folder}.tsv")
-      os.makedirs(os.path.dirname(out), exist_ok=True)
-      with open(out, "w", encoding="utf-8") as f:
-        f.write("index\tprediction\n")
-        for i, ident in enumerate(ids):
-          p = pred[i]["pred"]
-          f.write(f"{ident}\t{spec.labels[int(p)] if spec.kind == 'classification' else float(p):}\n")
+      label = (lambda p: spec.labels[int(p)]) if spec.kind == "classification" else float
+      rows = [f"{ident}\t{label(pred[i]['pred'])}\n" for i, ident in enumerate(ids)]
+      self._write(out, ("index\tprediction\n" + "".join(rows)).encode("utf-8"))
       written.append(out)
       print(f"test predictions ({len(ids)} rows): {out}", flush=True)
     return written
@@ -258,17 +255,32 @@ class FinetuneRun:
             f"{count_params(self.state.params):,} params) | {self.total_steps} steps "
             f"({self.steps_per_epoch}/epoch) | buckets {self.buckets} | mesh {dict(self.mesh.shape)}")
 
+  def _write(self, path: str, data: bytes) -> None:
+    """Writes a whole output file, or nothing: PATH.tmp, then renamed into place, under the run's
+    write guard (Checkpointer.write_guard: the io deadline; an OSError -> one WriteError naming
+    PATH and the last complete checkpoint)."""
+    with self.checkpointer.write_guard(f"writing {path}"):
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      try:
+        with open(path + ".tmp", "wb") as f:
+          f.write(data)
+        os.replace(path + ".tmp", path)
+      except OSError:
+        if os.path.isfile(path + ".tmp"):
+          os.remove(path + ".tmp")
+        raise
+
   def finish(self) -> None:
     """The fine-tuned params (WORKDIR/params.safetensors) and final dev metrics (eval.json)."""
     from flax import traverse_util
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
     result = self.last_eval if self.last_eval is not None else self.evaluate()
     if jax.process_index() != 0:
       return
     flat = traverse_util.flatten_dict(jax.device_get(self.state.params), sep="/")
-    save_file({k: np.ascontiguousarray(v) for k, v in flat.items()},
-              os.path.join(self.workdir, "params.safetensors"))
-    with open(os.path.join(self.workdir, "eval.json"), "w", encoding="utf-8") as f:
-      json.dump(result, f, indent=1, sort_keys=True)
+    self._write(os.path.join(self.workdir, "params.safetensors"),
+                save({k: np.ascontiguousarray(v) for k, v in flat.items()}))
+    self._write(os.path.join(self.workdir, "eval.json"),
+                json.dumps(result, indent=1, sort_keys=True).encode("utf-8"))
     print("dev: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()) +
           f" | params: {self.workdir}/params.safetensors", flush=True)

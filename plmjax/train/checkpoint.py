@@ -45,7 +45,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from plmjax.train import integrity
-from plmjax.train.guard import WriteError
+from plmjax.train.guard import WriteError, bounded_write
 from plmjax.train.state import TrainState
 
 
@@ -94,6 +94,11 @@ class Checkpointer:
       except Exception as e:  # noqa: BLE001  (orbax raises OSError, ValueError, RuntimeError...)
         raise WriteError(f"{what} failed: {integrity.summarize(e)}; {self.describe_last()}") from e
 
+  def write_guard(self, what: str):
+    """A write of another file of the run (guard.bounded_write): under this run's guard and
+    io_timeout_s, an OSError -> one WriteError naming `what` and the last complete checkpoint."""
+    return bounded_write(what, self.guard, self.io_timeout_s, self.describe_last)
+
   def describe_last(self, wait: bool = False) -> str:
     """"the last complete checkpoint is step S (PATH)" from a directory listing; `wait`: after
     the save in flight ends (errors ignored); without, it never blocks (the watchdog calls it)."""
@@ -136,6 +141,7 @@ class Checkpointer:
         self.guard.cut_short(15, f"a background write failed: {text}")
 
   def _raise_pending(self) -> None:
+    self.raise_if_failed()          # orbax may only report it once its save threads time out
     self.manager.check_for_errors()
     if self._digest_error is not None:
       e, self._digest_error = self._digest_error, None

@@ -19,6 +19,9 @@
   and ends the process with EXIT_STOPPED. A second signal ends it at once.
 - `deadline(seconds, what)` bounds a blocking operation (a checkpoint save or wait, a metrics
   write): past it, the watchdog prints "WHAT did not finish within N s" and exits with EXIT_IO.
+  `bounded_write(what, guard, ...)` is that deadline plus OSError -> one WriteError, for every file
+  a run writes besides its checkpoints (metrics.jsonl, TensorBoard, params.safetensors, eval.json,
+  predictions/). `RunGuard(..., signals=())` (`plmjax eval`) keeps the deadlines only.
 
 The watchdog exits with os._exit: a blocked thread cannot be unblocked from Python, and a normal
 exit would wait for it forever. It writes with os.write(2, ...) so that it never waits on a lock
@@ -62,8 +65,9 @@ class RunGuard:
 
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-  def __init__(self, stop_timeout_s: float, describe: Callable[[], str] = lambda: ""):
-    self.stop_timeout_s, self.describe = float(stop_timeout_s), describe
+  def __init__(self, stop_timeout_s: float, describe: Callable[[], str] = lambda: "",
+               signals: tuple = SIGNALS):
+    self.stop_timeout_s, self.describe, self.signals = float(stop_timeout_s), describe, tuple(signals)
     self.requested: Optional[str] = None          # "SIGTERM" / "SIGINT" once a signal came
     self.doing = "starting"                        # what the main thread is doing, for messages
     self._deadlines: dict[int, tuple[float, str, int]] = {}
@@ -79,8 +83,8 @@ class RunGuard:
   def __enter__(self) -> "RunGuard":
     self._rfd, self._wfd = os.pipe()
     os.set_blocking(self._wfd, False)
-    if threading.current_thread() is threading.main_thread():
-      for s in self.SIGNALS:
+    if self.signals and threading.current_thread() is threading.main_thread():
+      for s in self.signals:
         self._old_handlers[s] = signal.signal(s, self._handle)
       self._old_wakeup = signal.set_wakeup_fd(self._wfd, warn_on_full_buffer=False)
     self._thread = threading.Thread(target=self._watch, name="plmjax-watchdog", daemon=True)
@@ -139,7 +143,7 @@ class RunGuard:
         return
       if ready:
         for byte in os.read(self._rfd, 64):
-          if byte in {int(s) for s in self.SIGNALS}:
+          if byte in {int(s) for s in self.signals}:
             self._on_signal(signal.Signals(byte).name)
       now = time.monotonic()
       with self._lock:
@@ -165,6 +169,22 @@ class RunGuard:
       where = ""
     _say(f"plmjax: {reason}; exiting with status {code}" + (f"; {where}" if where else ""))
     os._exit(code)
+
+
+@contextlib.contextmanager
+def bounded_write(what: str, guard: Optional[RunGuard] = None, timeout_s: float = 600.0,
+                  describe: Callable[[], str] = lambda: ""):
+  """Writing a file of the run: an OSError inside -> WriteError("WHAT failed: CAUSE; <describe()>",
+  e.g. the last complete checkpoint); with a `guard`, the block also runs under its deadline
+  (past `timeout_s` the process ends with EXIT_IO)."""
+  with guard.deadline(timeout_s, what) if guard is not None else contextlib.nullcontext():
+    try:
+      yield
+    except WriteError:
+      raise
+    except OSError as e:
+      where = describe()
+      raise WriteError(f"{what} failed: {e.strerror or e}" + (f"; {where}" if where else "")) from e
 
 
 # ---- non-finite steps --------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ from plmjax.train import config as config_lib
 from plmjax.train import init_from as init_lib
 from plmjax.train.checkpoint import Checkpointer
 from plmjax.train.events import EventLog
-from plmjax.train.guard import FiniteCheck, Preempted, RunGuard, WriteError
+from plmjax.train.guard import FiniteCheck, Preempted, RunGuard, bounded_write
 from plmjax.train.workdir import WorkdirLock
 from plmjax.train.mesh import BATCH_AXES, make_mesh, shard_batch
 from plmjax.train.optim import make_optimizer
@@ -67,22 +67,24 @@ LM_LOSS_KEYS = ("clm_loss", "mlm_loss")   # token-level losses that have a perpl
 
 # ---- metrics -----------------------------------------------------------------------------------------
 class MetricsLog:
-  """WORKDIR/metrics.jsonl (one JSON object per line) + TensorBoard events; process 0 writes."""
+  """WORKDIR/metrics.jsonl (one JSON object per line) + TensorBoard events; process 0 writes.
+  `writes(what)`: the context every write runs in (Checkpointer.write_guard: the run's io deadline,
+  an OSError -> one WriteError naming the file and the last complete checkpoint)."""
 
-  def __init__(self, workdir: str, resume_step: Optional[int] = None):
+  def __init__(self, workdir: str, resume_step: Optional[int] = None, writes=bounded_write):
     self.path = os.path.join(workdir, "metrics.jsonl")
-    self.active = jax.process_index() == 0
+    self.active, self.writes = jax.process_index() == 0, writes
     if not self.active:
       return
     if resume_step is not None:
       self._truncate(resume_step)
     elif os.path.exists(self.path):
       os.remove(self.path)      # a fresh run in a reused folder starts a fresh log
-    with _write_errors(self.path):
+    with self.writes(f"writing {os.path.join(workdir, 'tensorboard')}"):
       self.tb = EventLog(os.path.join(workdir, "tensorboard"))
 
   def _truncate(self, step: int) -> None:
-    """Keeps train lines of steps < `step` and eval lines of steps <= `step`."""
+    """Keeps train lines of steps < `step` and evaluation lines (any split) of steps <= `step`."""
     if not os.path.exists(self.path):
       return
     keep = []
@@ -92,9 +94,9 @@ class MetricsLog:
           rec = json.loads(line)
         except json.JSONDecodeError:   # a line cut by a kill
           continue
-        if rec["step"] < step or (rec.get("split") == "eval" and rec["step"] <= step):
+        if rec["step"] < step or ("split" in rec and rec["step"] <= step):
           keep.append(line if line.endswith("\n") else line + "\n")
-    with _write_errors(self.path):
+    with self.writes(f"writing {self.path}"):
       with open(self.path, "w") as f:
         f.writelines(keep)
 
@@ -102,32 +104,17 @@ class MetricsLog:
     rec = {"step": int(step), **({"split": split} if split != "train" else {}),
            **{k: float(v) for k, v in metrics.items()}}
     if self.active:
-      with _write_errors(self.path):
+      with self.writes(f"writing {self.path}"):
         with open(self.path, "a") as f:
           f.write(json.dumps(rec) + "\n")
-      with _write_errors(self.tb.logdir):
+      with self.writes(f"writing {self.tb.logdir}"):
         self.tb.scalars(step, metrics, prefix=f"{split}/")
     return rec
 
   def close(self) -> None:
     if self.active:
-      with _write_errors(self.tb.logdir):
+      with self.writes(f"writing {self.tb.logdir}"):
         self.tb.close()
-
-
-class _write_errors:
-  """OSError inside -> WriteError naming `path` (the run ends; checkpoints are untouched)."""
-
-  def __init__(self, path: str):
-    self.path = path
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, typ, e, tb):
-    if isinstance(e, OSError) and not isinstance(e, WriteError):
-      raise WriteError(f"writing {self.path} failed: {e.strerror or e}") from e
-    return False
 
 
 def with_perplexity(metrics: dict) -> dict:
@@ -342,10 +329,11 @@ def _train(config, workdir: str, run=None) -> dict:
   start = run.restore_latest(data_iter) or 0
   if not start:
     run.init_params()
-  log = MetricsLog(run.workdir, resume_step=start if start else None)
+  log = MetricsLog(run.workdir, resume_step=start if start else None,
+                   writes=run.checkpointer.write_guard)
   is_main = jax.process_index() == 0
   if is_main:
-    with _write_errors(os.path.join(run.workdir, "config.json")):
+    with run.checkpointer.write_guard(f"writing {os.path.join(run.workdir, 'config.json')}"):
       with open(os.path.join(run.workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
     print(run.describe() + (f"; resumed at step {start}" if start else ""), flush=True)
@@ -425,11 +413,17 @@ def evaluate(config, workdir: str) -> dict:
                             "the workdir of a plmjax train run?)")
   run = build_run(config, workdir, create=False)
   step = run.restore_latest(run.train_iterator(), quarantine=False)
-  if hasattr(run, "write_test_predictions"):
-    run.write_test_predictions()
-  metrics = {"step": step, "split": run.eval_split, **run.evaluate()}
-  run.checkpointer.close()
-  if jax.process_index() == 0:
-    with open(os.path.join(run.workdir, "eval.jsonl"), "a") as f:
-      f.write(json.dumps(metrics) + "\n")
+  # its writes (eval.jsonl, predictions/) under train.io_timeout_s, as in training; signals as usual
+  with RunGuard(config.train.get("stop_timeout_s", 60), describe=run.checkpointer.describe_last,
+                signals=()) as writes:
+    run.checkpointer.guard = writes
+    if hasattr(run, "write_test_predictions"):
+      run.write_test_predictions()
+    metrics = {"step": step, "split": run.eval_split, **run.evaluate()}
+    run.checkpointer.close()
+    if jax.process_index() == 0:
+      path = os.path.join(run.workdir, "eval.jsonl")
+      with run.checkpointer.write_guard(f"writing {path}"):
+        with open(path, "a") as f:
+          f.write(json.dumps(metrics) + "\n")
   return metrics
