@@ -18,9 +18,12 @@ d_inner 4096, sequence 512, memory 384, reuse 256, K = 6
 500k steps, Adam lr 4e-4 with 40k warmup and linear decay, dropout 0.1, weight decay 0.01.
 `base` is the same recipe at BERT-base size. Differences from the paper's pipeline: spans count
 tokens, not words; sentence-pair inputs with [SEP]/[CLS] and segment ids are not built here (the
-packed rows have one segment); memories are not carried across optimizer steps; the paper's
-bidirectional data (half of each batch reversed, read with negated distances) is off: the model
-supports `bi_data`, the pipeline does not reverse rows.
+packed rows have one segment); the paper's bidirectional data (half of each batch reversed, read
+with negated distances) is off: the model supports `bi_data`, the pipeline does not reverse rows.
+Memory across optimizer steps: with `--config.data.mode=stream --config.model.mem_len=M` (row i
+continues row i of the previous batch) the engine carries the memory in the train state, as for
+Transformer-XL; the reference instead overlaps rows by `reuse_len` and caches those positions
+(not built). `model.attn_type="uni"` adds causal content visibility (transformers' option).
 """
 from ml_collections import ConfigDict
 

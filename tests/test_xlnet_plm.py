@@ -8,12 +8,16 @@
   P(n) ∝ 1/n on 1..5; spans cover about 1/(K + 1) of the row;
 - perm_mask / target_mapping follow transformers' conventions.
 """
+import os
+
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from plmjax.models.xlnet import XLNet, XLNetConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from plmjax.nn.attention import causal_mask
 from plmjax.objectives.plm import (PermutationLM, permutation_masks, sample_spans,
                                    span_length_probs)
@@ -123,3 +127,41 @@ def test_span_lengths_follow_inverse_n():
   np.testing.assert_allclose(freq, span_length_probs(5), atol=0.01)
   covered = np.asarray(jnp.clip(end - beg, 0)).sum(1) / t
   np.testing.assert_allclose(covered.mean(), 1 / (alpha + 1), atol=0.01)
+
+
+def test_xlnet_memory_is_carried_across_steps_and_stop_gradiented(tmp_path):
+  """On stream data (row i continues row i of the previous batch) the engine carries XLNet's memory
+  [L, B, mem_len, E] in the train state (zeros at step 0, the previous step's hidden states after),
+  and no gradient flows through it into the step that produced it."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from plmjax.train.config import get_config
+  from plmjax.train.loop import Run
+  cfg = get_config(os.path.join(ROOT, "experiments", "xlnet.py") + ":tiny",
+                   ["--config.data.mode=stream", "--config.model.mem_len=16",
+                    "--config.train.batch_size=4"])
+  run = Run(cfg, str(tmp_path / "run"))
+  assert not np.asarray(run.state.model_state["mems"]).any()
+  assert run.state.model_state["mems"].shape == (2, 4, 16, 32)
+  it = run.train_iterator()
+  run.train(next(it))
+  m1 = np.asarray(run.state.model_state["mems"])
+  run.train(next(it))
+  m2 = np.asarray(run.state.model_state["mems"])
+  assert np.isfinite(m1).all() and np.abs(m1).max() > 0 and np.abs(m2 - m1).max() > 0
+  run.checkpointer.close()
+
+  model, params = run.model, jax.device_get(run.state.params)
+  ids = jnp.asarray(np.random.default_rng(0).integers(0, 100, (2, 2, 12)), jnp.int32)
+  mems = model.apply({"params": params}, {"input_ids": ids[0]})["mems"]
+
+  def through(p):        # the memory recomputed from p: its gradient is stopped
+    m = model.apply({"params": p}, {"input_ids": ids[0]})["mems"]
+    return model.apply({"params": p}, {"input_ids": ids[1], "mems": m})["logits"].sum()
+
+  def constant(p):
+    return model.apply({"params": p}, {"input_ids": ids[1], "mems": mems})["logits"].sum()
+
+  g1, g2 = jax.grad(through)(params), jax.grad(constant)(params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g1, g2)

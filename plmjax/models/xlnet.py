@@ -137,6 +137,12 @@ class XLNetBlock(nn.Module):
 class XLNet(nn.Module):
   config: XLNetConfig
 
+  def init_mems(self, batch_size: int) -> Array:
+    """Zero memory [L, B, mem_len, E], as the reference's first step: on "stream" data (row i
+    continues row i of the previous batch) the engine carries the returned "mems" across steps."""
+    cfg = self.config
+    return jnp.zeros((cfg.num_layers, batch_size, cfg.mem_len, cfg.hidden_size), cfg.jnp_dtype)
+
   @nn.compact
   def __call__(self, batch: dict, *, train: bool = False) -> dict:
     cfg = self.config

@@ -198,7 +198,7 @@ class Run:
     model = model or self.model
     if config.data.mode != "stream":
       return {}
-    if hasattr(model, "init_mems"):
+    if hasattr(model, "init_mems") and getattr(model.config, "mem_len", 0) > 0:
       return dict(init_model_state=lambda: {"mems": model.init_mems(batch_size)},
                   model_state_specs={"mems": P(None, BATCH_AXES)})
     if hasattr(model, "initial_state"):
