@@ -24,6 +24,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "experiments", "transformer_xl.py") + ":tiny"
 DATA = os.path.join(ROOT, "..", "shared", "data", "wikitext-2")
 
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
 
 
 def write(args, cfg, rows, train_s, wall_s) -> None:
-  os.makedirs(args.out, exist_ok=True)
+  from results_page import line_plot, write_markdown   # experiments/tables/results_page.py
   m_train = int(cfg.model.mem_len)
   ref = next(r for r in rows if r["mem_len"] == m_train)
   lines = [
@@ -84,24 +85,14 @@ def write(args, cfg, rows, train_s, wall_s) -> None:
             "Published (WikiText-103, Transformer-XL large): evaluation with mem_len 1,600 > the training "
             "memory 384 (clamp_len 1,000) is the setting of the paper's 18.3 test perplexity; Table 9 "
             "measures the speed of cached memory, `experiments/bench_txl_memory.py`.", ""]
-  md = os.path.join(args.out, "txl_wt2_eval_memory.md")
-  with open(md, "w") as f:
-    f.write("\n".join(lines))
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(5, 3.2))
+  md = write_markdown(args.out, "txl_wt2_eval_memory", lines)
+  series = {}
   for c in sorted({r["clamp_len"] for r in rows}):
     pts = [r for r in rows if r["clamp_len"] == c or (c >= 0 and r["mem_len"] <= m_train)]
-    ax.plot([r["mem_len"] for r in pts], [r["ppl"] for r in pts], "o-",
-            label="no clamp" if c < 0 else f"clamp_len {c}")
-  ax.axvline(m_train, color="grey", ls=":", label="training memory")
-  ax.set_xlabel("evaluation memory M (tokens)")
-  ax.set_ylabel("validation perplexity")
-  ax.set_title("Transformer-XL tiny, WikiText-2")
-  ax.legend()
-  fig.tight_layout()
-  fig.savefig(os.path.join(args.out, "txl_wt2_eval_memory.png"), dpi=120)
+    series["no clamp" if c < 0 else f"clamp_len {c}"] = ([r["mem_len"] for r in pts], [r["ppl"] for r in pts])
+  line_plot(args.out, "txl_wt2_eval_memory", series, xlabel="evaluation memory M (tokens)",
+            ylabel="validation perplexity", title="Transformer-XL tiny, WikiText-2",
+            vline=(m_train, "training memory"))
   print(f"wrote {md}")
 
 
