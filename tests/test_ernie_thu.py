@@ -174,6 +174,19 @@ def test_bert_to_ernie_params_splits_the_layers(vec_file):
   assert jax.tree.map(np.shape, merged) == jax.tree.map(np.shape, e_params)
   assert any("entity_in" in n for n in report.new) and not any("['wi']" in n for n in report.new)
   assert note == "T-Encoder <- BERT layers 0-0, K-Encoder token side <- layers 1-1"
+  # fewer layers than N + M: the K-Encoder starts fresh; fewer than N: refused by name
+  mapped, note = ernie_thu.bert_to_ernie_params(b_params, num_layers=2, knowledge_layers=1)
+  assert "knowledge_encoder" not in mapped and note.startswith("T-Encoder <- BERT layers 0-1, K-Encoder fresh")
+  with pytest.raises(ValueError, match=r"BERT checkpoint has 2 layers; the T-Encoder needs model.num_layers = N = 3"):
+    ernie_thu.bert_to_ernie_params(b_params, 3, 1)
+  # unrolled trees on either side give the same weights; an ERNIE tree passes as is
+  from plmjax.nn.transformer import unstack_layer_params
+  unrolled, _ = ernie_thu.adapt_checkpoint({**b_params, "encoder": unstack_layer_params(b_params["encoder"], 2)},
+                                           cfg.replace(scan_layers=False))
+  assert sorted(unrolled["encoder"]) == ["layers_0"] and sorted(unrolled["knowledge_encoder"]) == ["layers_0"]
+  np.testing.assert_array_equal(unrolled["knowledge_encoder"]["layers_0"]["mlp"]["wo"]["kernel"],
+                                L["mlp"]["wo"]["kernel"][1])
+  assert ernie_thu.adapt_checkpoint(e_params, cfg)[0] is e_params
 
 
 def test_tiny_config_trains_and_the_entity_table_stays_frozen(tmp_path):

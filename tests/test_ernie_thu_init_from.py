@@ -42,8 +42,10 @@ def _assert_split(params, bert, n, m):
       np.testing.assert_array_equal(x, y, err_msg=name)
 
 
-def test_init_from_a_hugging_face_bert_folder(tmp_path, capsys):
+def test_init_from_a_hugging_face_bert_folder_and_a_plmjax_bert_run(tmp_path, capsys):
   from tests.hf_reference import randomize, save, torch, transformers
+  from plmjax.convert import from_hf
+  from plmjax.convert.run import import_run
   tok = kdata.knowledge_tokenizer(config_lib.get_config(TINY).data)
   hf_cfg = transformers.BertConfig(vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=4,
                                    num_attention_heads=4, intermediate_size=128, max_position_embeddings=64)
@@ -56,9 +58,9 @@ def test_init_from_a_hugging_face_bert_folder(tmp_path, capsys):
   fresh = jax.device_get(run.state.params)
   run.init_params()
   got = jax.device_get(run.state.params)
-  from plmjax.convert import from_hf
   _, bert = from_hf(folder)
-  _assert_split(got, jax.device_get(bert), 2, 2)
+  bert = jax.device_get(bert)
+  _assert_split(got, bert, 2, 2)
   new = run.init_report.new
   assert new and all(any(s in n for s in ENTITY_SIDE + ("dea_head",)) for n in new), new
   assert any("dea_head" in n for n in new) and any("entity_in" in n for n in new)
@@ -66,58 +68,20 @@ def test_init_from_a_hugging_face_bert_folder(tmp_path, capsys):
   np.testing.assert_array_equal(k_got["mlp"]["entity_in"]["kernel"], k_fresh["mlp"]["entity_in"]["kernel"])
   out = capsys.readouterr().out
   assert "T-Encoder <- BERT layers 0-1, K-Encoder token side <- layers 2-3" in out and "new (fresh init)" in out
-  # the T-Encoder computes what HF BERT's first N layers compute (no entity input needed there)
+  # the T-Encoder computes what HF BERT's first N layers compute (no entity input reaches it)
   rows = np.asarray([tok.encode("the dog sees a cat .") + [tok.pad_id] * 3] * 2, np.int32)
   mask = (rows != tok.pad_id).astype(np.int32)
   batch = {"input_ids": rows, "attention_mask": mask, "token_type_ids": np.zeros_like(rows)}
-  ours = run.model.apply({"params": got}, batch, return_hidden_states=True)["hidden_states"][2]
+  ours = jax.jit(lambda p, b: run.model.apply({"params": p}, b, return_hidden_states=True)["hidden_states"][2])(got, batch)
   with torch.no_grad():
     ref = hf.bert(input_ids=torch.tensor(rows, dtype=torch.long), attention_mask=torch.tensor(mask),
                   output_hidden_states=True).hidden_states[2].numpy()
   m = mask.astype(bool)
   np.testing.assert_allclose(np.asarray(ours)[m], ref[m], atol=1e-4, rtol=1e-4)
+  # the same BERT as a plmjax run (`plmjax convert HF_DIR RUN_DIR`) loads the same way
+  bert_run = import_run(folder, str(tmp_path / "bert_run"))
+  run.state = run.state.replace(params=jax.device_put(fresh, run.shardings.params))
+  run.load_params_into(bert_run, "train.init_from")
+  _assert_split(jax.device_get(run.state.params), bert, 2, 2)
+  assert run.init_report.new == new
   run.checkpointer.close()
-
-
-def test_init_from_a_plmjax_bert_run_and_the_layer_rules(tmp_path, capsys):
-  bert_cfg = config_lib.get_config(TINY, ["--config.train.steps=1", "--config.train.eval_steps=0",
-                                          "--config.train.checkpoint_every=1"])
-  bert_cfg.model = config_lib.model_section("bert", hidden_size=64, num_layers=3, num_heads=4, mlp_dim=128,
-                                            max_len=64)
-  from plmjax.objectives import default_objective_config
-  obj = default_objective_config("mlm_nsp")
-  obj.max_predictions = 10
-  bert_cfg.objective = obj
-  config_lib.validate(bert_cfg)
-  a = str(tmp_path / "bert")
-  train_and_evaluate(bert_cfg, a)
-  # BERT's 3 layers < N + M = 4: the T-Encoder takes layers 0-1, the K-Encoder starts fresh
-  cfg = config_lib.get_config(TINY, [f"--config.train.init_from={a}", "--config.train.steps=1"])
-  run = Run(cfg, str(tmp_path / "run"))
-  fresh = jax.device_get(run.state.params)
-  run.init_params()
-  got = jax.device_get(run.state.params)
-  from plmjax.train.checkpoint import restore_params
-  bert = restore_params(a, "test")
-  for x, y in zip(jax.tree.leaves(got["encoder"]), jax.tree.leaves(bert["encoder"])):
-    np.testing.assert_array_equal(x, np.asarray(y)[:2])
-  for x, y in zip(jax.tree.leaves(got["knowledge_encoder"]), jax.tree.leaves(fresh["knowledge_encoder"])):
-    np.testing.assert_array_equal(x, y)
-  assert any("knowledge_encoder" in n and "['attention']" in n for n in run.init_report.new)
-  assert "K-Encoder fresh (BERT has 3 < N + M = 4 layers); BERT's last 1 layer(s) unused" in capsys.readouterr().out
-  run.checkpointer.close()
-  # a BERT shallower than the T-Encoder is refused by name
-  with pytest.raises(ValueError, match=r"BERT checkpoint has 3 layers; the T-Encoder needs model.num_layers = N = 4"):
-    ernie_thu.bert_to_ernie_params(bert, 4, 2)
-  # an unrolled BERT tree and an unrolled ERNIE target give the same weights
-  from plmjax.nn.transformer import unstack_layer_params
-  tree, _ = ernie_thu.bert_to_ernie_params({**bert, "encoder": unstack_layer_params(bert["encoder"], 3)}, 2, 1)
-  for x, y in zip(jax.tree.leaves(tree["knowledge_encoder"]["layers"]["mlp"]["wi"]),
-                  jax.tree.leaves(bert["encoder"]["layers"]["mlp"]["wi"])):
-    np.testing.assert_array_equal(x, np.asarray(y)[2:3])
-  unrolled, note = ernie_thu.adapt_checkpoint(bert, ernie_thu.ErnieThuConfig(num_layers=2, knowledge_layers=1,
-                                                                            scan_layers=False))
-  assert sorted(unrolled["encoder"]) == ["layers_0", "layers_1"] and "layers_0" in unrolled["knowledge_encoder"]
-  np.testing.assert_array_equal(unrolled["knowledge_encoder"]["layers_0"]["mlp"]["wo"]["kernel"],
-                                bert["encoder"]["layers"]["mlp"]["wo"]["kernel"][2])
-  assert ernie_thu.adapt_checkpoint(got, ernie_thu.ErnieThuConfig())[0] is got     # an ERNIE tree: as is

@@ -134,6 +134,14 @@ def test_fine_tuning_markers():
   toks = [tok.id_to_token(int(i)) for i in row["input_ids"][row["attention_mask"] > 0]]
   assert toks[1] == "[ENT]" and toks.count("[ENT]") == 2 and row["ent_ids"][2] == ty_train[0]["kg"]
   assert all(tok.token_to_id(m) in tok.special_ids for m in kdata.MARKERS)
+  # a public BERT vocabulary has no markers: its reserved [unused0/1/2] stand in
+  from plmjax.data import synthetic
+  from plmjax.data.tokenizer import wordpiece_tokenizer
+  bert_like = wordpiece_tokenizer(synthetic.grammar().vocab() + ["[unused0]", "[unused1]", "[unused2]"])
+  row = kdata.mark_relation(ex, bert_like, 48)
+  toks = [bert_like.id_to_token(int(i)) for i in row["input_ids"][row["attention_mask"] > 0]]
+  assert toks.count("[unused0]") == 2 and toks.count("[unused1]") == 2 and ents[hd + 1] == ex["head_kg"]
+  assert row["ent_ids"][toks.index("[unused1]") + 1] == ex["tail_kg"]
 
 
 def test_transe_cli_writes_the_release_files(tmp_path):
