@@ -160,7 +160,7 @@ def test_transe_cli_writes_the_release_files(tmp_path):
 
 
 def test_ablation_script_quick(tmp_path):
-  """Every variant of both tasks runs end to end at toy size (one seed, 2 pre-training steps, one
+  """Every variant of both tasks runs end to end at toy size (one seed, 1 pre-training step, one
   fine-tuning epoch). Almost all of its time is XLA compilation, so the CPU backend compiles at
   optimisation level 0 here (the numbers of a toy run mean nothing)."""
   import json

@@ -11,7 +11,7 @@ Table 2 (Open Entity, F1): ERNIE 75.56, BERT 73.56.
     python experiments/tables/ernie_thu_ablation.py --render results/ernie_thu_ablation.json  # page only
 
 The full run took 28.7 min wall and 12.3 CPU-minutes (user + sys) on the two shared cores at load
-average ~9; `--quick` (one seed, 2 pre-training steps, one fine-tuning epoch, every variant of both
+average ~9; `--quick` (one seed, 1 pre-training step, one fine-tuning epoch, every variant of both
 tasks) is almost all XLA compilation (about 1 CPU-minute).
 
 Knowledge and tasks: the generated knowledge graph over the built-in corpus (plmjax/knowledge/
@@ -97,7 +97,7 @@ PLAN = {"ERNIE": ("ernie", True), "ERNIE w/o entities": ("ernie", False),
 def settings(quick: bool) -> dict:
   ft = dict(ft_batch=16, ft_lr=1e-3, ft_wd=0.01, seq=48)
   if quick:
-    return dict(width=32, layers=1, steps=2, ft_epochs=1, seeds=(0,), **ft)
+    return dict(width=32, layers=1, steps=1, ft_epochs=1, seeds=(0,), **ft)
   return dict(width=64, layers=2, steps=200, ft_epochs=60, seeds=(0, 1), **ft)
 
 
