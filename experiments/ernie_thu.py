@@ -11,11 +11,23 @@ Run (tiny: CPU, under a minute; the generated knowledge graph over the built-in 
 names, facts from the article structure), TransE trained over those facts on first use.
 `base`: the paper's model: N = 6 T-Encoder and M = 6 K-Encoder layers at BERT-base width
 (H = 768, A = 12), entity vectors 100-d (4 heads), length 256, batch 512 in the paper (here 256),
-lr 5e-5, one epoch of Wikipedia; the T-Encoder (and the K-Encoder's token side) start from BERT-base
-(`--config.train.init_from=...`, params mapped by plmjax.models.ernie_thu.bert_to_ernie_params).
-For `base` set `--config.data.path`, `--config.model.entity_vectors` and `--config.objective.knowledge`
-to one knowledge source (kg:PATH). The source is built and its TransE trained when the run starts,
-not when the config loads.
+lr 5e-5, one epoch of Wikipedia. For `base` set `--config.data.path`, `--config.model.entity_vectors`
+and `--config.objective.knowledge` to one knowledge source (kg:PATH). The source is built and its
+TransE trained when the run starts, not when the config loads.
+
+Starting from BERT, as the paper does (any size; `--config.train.init_from` = a Hugging Face BERT
+folder or a plmjax BERT run):
+
+    plmjax train --config experiments/ernie_thu.py:base --config.train.init_from=path/to/bert-base-uncased ...
+    plmjax train --config experiments/ernie_thu.py:tiny --config.train.init_from=runs/bert_on_kg --workdir DIR
+
+The registry's init adapter (plmjax.models.ernie_thu.adapt_checkpoint) maps BERT's layers 0..N-1 to
+the T-Encoder and N..N+M-1 to the K-Encoder's token side (attention, LayerNorms, mlp wi / wo;
+BERT-base's 12 = 6 + 6); embeddings, pooler, MLM and NSP heads load as they are; the entity side
+and the dEA head start fresh and are listed in the log. A BERT with fewer than N + M layers leaves
+the K-Encoder fresh; one with fewer than N is refused. With a Hugging Face folder the widths come
+from the checkpoint, N and M stay this config's, and the tokenizer is the folder's (it must hold
+the markers [HD], [TL], [ENT]; BERT's vocab.txt does not, so add them as tokens).
 """
 from ml_collections import ConfigDict
 

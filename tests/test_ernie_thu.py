@@ -156,13 +156,15 @@ def test_objective_masks_padding_entities_and_scores(vec_file):
 
 
 def test_bert_to_ernie_params_splits_the_layers(vec_file):
+  from plmjax.train.init_from import merge_params
   cfg = tiny_cfg(vec_file)
   b = _batch()
   ernie = ernie_thu.ErnieThu(cfg)
-  e_params = nn.meta.unbox(ernie.init(jax.random.key(0), b)["params"])
+  e_params = nn.meta.unbox(jax.jit(ernie.init)(jax.random.key(0), b)["params"])
   bert = Bert(BertConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, mlp_dim=32, max_len=16))
-  b_params = nn.meta.unbox(bert.init(jax.random.key(1), b)["params"])
-  merged = ernie_thu.bert_to_ernie_params(b_params, e_params, num_layers=1)
+  b_params = nn.meta.unbox(jax.jit(bert.init)(jax.random.key(1), b)["params"])
+  mapped, note = ernie_thu.bert_to_ernie_params(b_params, num_layers=1, knowledge_layers=1)
+  merged, report = merge_params(e_params, mapped, source="bert", key="test")
   assert jax.tree.structure(merged) == jax.tree.structure(e_params)
   L = b_params["encoder"]["layers"]
   np.testing.assert_array_equal(merged["encoder"]["layers"]["attention"]["query"]["kernel"], L["attention"]["query"]["kernel"][:1])
@@ -170,6 +172,21 @@ def test_bert_to_ernie_params_splits_the_layers(vec_file):
   np.testing.assert_array_equal(merged["knowledge_encoder"]["layers"]["mlp"]["entity_in"]["kernel"],
                                 e_params["knowledge_encoder"]["layers"]["mlp"]["entity_in"]["kernel"])
   assert jax.tree.map(np.shape, merged) == jax.tree.map(np.shape, e_params)
+  assert any("entity_in" in n for n in report.new) and not any("['wi']" in n for n in report.new)
+  assert note == "T-Encoder <- BERT layers 0-0, K-Encoder token side <- layers 1-1"
+  # fewer layers than N + M: the K-Encoder starts fresh; fewer than N: refused by name
+  mapped, note = ernie_thu.bert_to_ernie_params(b_params, num_layers=2, knowledge_layers=1)
+  assert "knowledge_encoder" not in mapped and note.startswith("T-Encoder <- BERT layers 0-1, K-Encoder fresh")
+  with pytest.raises(ValueError, match=r"BERT checkpoint has 2 layers; the T-Encoder needs model.num_layers = N = 3"):
+    ernie_thu.bert_to_ernie_params(b_params, 3, 1)
+  # unrolled trees on either side give the same weights; an ERNIE tree passes as is
+  from plmjax.nn.transformer import unstack_layer_params
+  unrolled, _ = ernie_thu.adapt_checkpoint({**b_params, "encoder": unstack_layer_params(b_params["encoder"], 2)},
+                                           cfg.replace(scan_layers=False))
+  assert sorted(unrolled["encoder"]) == ["layers_0"] and sorted(unrolled["knowledge_encoder"]) == ["layers_0"]
+  np.testing.assert_array_equal(unrolled["knowledge_encoder"]["layers_0"]["mlp"]["wo"]["kernel"],
+                                L["mlp"]["wo"]["kernel"][1])
+  assert ernie_thu.adapt_checkpoint(e_params, cfg)[0] is e_params
 
 
 def test_tiny_config_trains_and_the_entity_table_stays_frozen(tmp_path):

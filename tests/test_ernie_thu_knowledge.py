@@ -134,6 +134,14 @@ def test_fine_tuning_markers():
   toks = [tok.id_to_token(int(i)) for i in row["input_ids"][row["attention_mask"] > 0]]
   assert toks[1] == "[ENT]" and toks.count("[ENT]") == 2 and row["ent_ids"][2] == ty_train[0]["kg"]
   assert all(tok.token_to_id(m) in tok.special_ids for m in kdata.MARKERS)
+  # a public BERT vocabulary has no markers: its reserved [unused0/1/2] stand in
+  from plmjax.data import synthetic
+  from plmjax.data.tokenizer import wordpiece_tokenizer
+  bert_like = wordpiece_tokenizer(synthetic.grammar().vocab() + ["[unused0]", "[unused1]", "[unused2]"])
+  row = kdata.mark_relation(ex, bert_like, 48)
+  toks = [bert_like.id_to_token(int(i)) for i in row["input_ids"][row["attention_mask"] > 0]]
+  assert toks.count("[unused0]") == 2 and toks.count("[unused1]") == 2 and ents[hd + 1] == ex["head_kg"]
+  assert row["ent_ids"][toks.index("[unused1]") + 1] == ex["tail_kg"]
 
 
 def test_transe_cli_writes_the_release_files(tmp_path):
@@ -152,12 +160,22 @@ def test_transe_cli_writes_the_release_files(tmp_path):
 
 
 def test_ablation_script_quick(tmp_path):
+  """Every variant of both tasks runs end to end at toy size (one seed, 1 pre-training step, one
+  fine-tuning epoch). Almost all of its time is XLA compilation, so the CPU backend compiles at
+  optimisation level 0 here (the numbers of a toy run mean nothing)."""
+  import json
   script = os.path.join(ROOT, "experiments", "tables", "ernie_thu_ablation.py")
-  env = {**os.environ, "PYTHONPATH": ROOT}
+  flags = os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+  env = {**os.environ, "PYTHONPATH": ROOT, "XLA_FLAGS": flags.strip()}
   r = subprocess.run([sys.executable, script, "--quick", "--out", str(tmp_path), "--workdir", str(tmp_path / "w")],
                      env=env, capture_output=True, text=True, timeout=1500)
   assert r.returncode == 0, r.stderr[-2000:]
   md = (tmp_path / "ernie_thu_ablation.md").read_text()
-  for v in ("ERNIE w/o entities", "ERNIE w/o dEA", "BERT", "88.32"):
+  for v in ("ERNIE w/o entities", "ERNIE w/o dEA", "BERT", "88.32", "Entity typing", "TransE vectors only", "Verdict"):
     assert v in md
+  out = json.loads((tmp_path / "ernie_thu_ablation.json").read_text())
+  for task in ("relation", "typing"):
+    for variant, runs in out["results"][task].items():
+      assert len(runs) == 1 and 0 <= runs[0]["accuracy"] <= 1 and np.isfinite(runs[0]["final_train_loss"]), (task, variant)
+  assert set(out["pretrain"]) == {"ernie seed 0", "ernie_nodea seed 0", "bert seed 0"}
   assert (tmp_path / "ernie_thu_ablation.png").stat().st_size > 1000

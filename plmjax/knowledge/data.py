@@ -16,7 +16,8 @@ rides along in the id's high digits (id + V (ent + 1)) through `make_pair` and i
 Fine-tuning inputs (the paper's section 4.3-4.4): `mark_relation` puts [HD] ... [HD] around the
 head mention and [TL] ... [TL] around the tail (relation classification); `mark_entity` puts
 [ENT] ... [ENT] around the mention (entity typing). In both the entities stay aligned to the
-first *name* token. The tokenizer of a knowledge source has the three markers as special tokens.
+first *name* token. The tokenizer of a knowledge source has the three markers as special tokens; a
+public BERT vocabulary without them uses its reserved [unused0] / [unused1] / [unused2] instead.
 """
 from __future__ import annotations
 
@@ -31,6 +32,14 @@ from plmjax.data.tokenizer import Tokenizer, wordpiece_tokenizer
 from plmjax.knowledge import kg as kg_lib
 
 MARKERS = ("[HD]", "[TL]", "[ENT]")
+# A public BERT vocabulary (vocab.txt) has no markers but reserved [unusedK] tokens: they stand in.
+MARKER_FALLBACK = {"[HD]": "[unused0]", "[TL]": "[unused1]", "[ENT]": "[unused2]"}
+
+
+def marker_id(tok: Tokenizer, marker: str):
+  """The id of `marker`, or of its [unusedK] stand-in (MARKER_FALLBACK); None if neither exists."""
+  i = tok.token_to_id(marker)
+  return tok.token_to_id(MARKER_FALLBACK[marker]) if i is None else i
 
 
 @functools.lru_cache(maxsize=1)
@@ -50,10 +59,11 @@ def knowledge_tokenizer(data_cfg) -> Tokenizer:
     cfg = copy.deepcopy(data_cfg)
     cfg.path = body                           # (a locked ConfigDict still allows changing a value)
     tok = sources.corpus_tokenizer(cfg)
-  missing = [m for m in MARKERS if tok.token_to_id(m) is None]
+  missing = [m for m in MARKERS if marker_id(tok, m) is None]
   if missing:
-    raise ValueError(f"data.path={data_cfg.path!r}: tokenizer {tok.name!r} lacks the markers {missing}; "
-                     f"add them to data.tokenizer_symbols")
+    raise ValueError(f"data.path={data_cfg.path!r}: tokenizer {tok.name!r} lacks the markers {missing} "
+                     f"(and their stand-ins {[MARKER_FALLBACK[m] for m in missing]}); add them to "
+                     f"data.tokenizer_symbols")
   return tok
 
 
@@ -138,11 +148,11 @@ def _encode_marked(words: list[str], marks: list[tuple[int, int, str, int]], tok
   ends = {b: m for a, b, m, e in marks}
   for i, w in enumerate(words):
     if i in ends:
-      pieces.append(tok.token_to_id(ends.pop(i)))
+      pieces.append(marker_id(tok, ends.pop(i)))
       ents.append(-1)
     if i in starts:
       _, m, e = starts[i]
-      pieces.append(tok.token_to_id(m))
+      pieces.append(marker_id(tok, m))
       ents.append(-1)
       ids = tok.encode(w)
       pieces += ids
@@ -152,7 +162,7 @@ def _encode_marked(words: list[str], marks: list[tuple[int, int, str, int]], tok
       pieces += ids
       ents += [-1] * len(ids)
   for m in ends.values():
-    pieces.append(tok.token_to_id(m))
+    pieces.append(marker_id(tok, m))
     ents.append(-1)
   pieces, ents = pieces[:seq_len - 1] + [tok.sep_id], ents[:seq_len - 1] + [-1]
   n = len(pieces)

@@ -211,28 +211,54 @@ class ErnieThu(nn.Module):
     return out
 
 
-def bert_to_ernie_params(bert_params: dict, ernie_params: dict, num_layers: int) -> dict:
-  """The paper's initialisation: a scanned plmjax Bert param tree of N + M layers -> ERNIE params
-  whose T-Encoder takes BERT's first N layers and whose K-Encoder token side takes the last M
-  (entity-side params keep `ernie_params`' values). Shapes must agree."""
-  out = jax.tree.map(lambda x: x, ernie_params)
-  for k in ("token_embed", "position_embed", "type_embed", "embed_ln", "pooler", "mlm_head", "nsp_head"):
-    if k in bert_params and k in out:
-      out[k] = bert_params[k]
-  layers = bert_params["encoder"]["layers"]
-  total = jax.tree.leaves(layers)[0].shape[0]
-  m = total - num_layers
-  out["encoder"] = {"layers": jax.tree.map(lambda a: a[:num_layers], layers)}
-  k_layers = dict(out["knowledge_encoder"]["layers"])
-  for name in ("attention", "ln_attention", "ln_mlp"):
-    k_layers[name] = jax.tree.map(lambda a: a[num_layers:], layers[name])
-  mlp = dict(k_layers["mlp"])
-  for name in ("wi", "wo"):
-    mlp[name] = jax.tree.map(lambda a: a[num_layers:], layers["mlp"][name])
-  k_layers["mlp"] = mlp
-  got = jax.tree.leaves(k_layers["attention"])[0].shape[0]
-  if got != m or m != jax.tree.leaves(out["knowledge_encoder"]["layers"]["attention"])[0].shape[0]:
-    raise ValueError(f"bert_to_ernie_params: BERT has {total} layers; N = {num_layers} leaves {m}, "
-                     f"the K-Encoder has {jax.tree.leaves(out['knowledge_encoder']['layers']['attention'])[0].shape[0]}")
-  out["knowledge_encoder"] = {"layers": k_layers}
-  return out
+TOKEN_SIDE = ("attention", "ln_attention", "ln_mlp")    # + mlp/wi, mlp/wo: a Bert block's names
+
+
+def _layer_count(layers: dict) -> int:
+  return int(jax.tree.leaves(layers)[0].shape[0])
+
+
+def bert_to_ernie_params(bert_params: dict, num_layers: int, knowledge_layers: int) -> tuple[dict, str]:
+  """The paper's initialisation from a plmjax Bert param tree of L layers (scanned or unrolled):
+  embeddings, pooler, MLM and NSP heads as they are; the T-Encoder takes BERT's layers 0..N-1; when
+  L >= N + M the K-Encoder's token side (attention, ln_attention, mlp/wi, mlp/wo, ln_mlp: a Bert
+  block's names and shapes) takes layers N..N+M-1 (BERT-base's 12 = 6 + 6, as the paper does), else it
+  starts fresh. -> (a partial ERNIE tree, scanned layout; the weights it lacks, e.g. the entity side,
+  start fresh when `plmjax.train.init_from.merge_params` merges it; a one-line description)."""
+  from plmjax.nn.transformer import stack_layer_params
+  enc = bert_params["encoder"]
+  if "layers" not in enc:                                     # unrolled: layers_0, layers_1, ...
+    enc = stack_layer_params(enc, sum(k.startswith("layers_") for k in enc))
+  layers = enc["layers"]
+  total, n, m = _layer_count(layers), num_layers, knowledge_layers
+  if total < n:
+    raise ValueError(f"the BERT checkpoint has {total} layers; the T-Encoder needs model.num_layers = N = {n} "
+                     f"(N <= BERT's layers)")
+  out = {k: v for k, v in bert_params.items() if k not in ("encoder",)}
+  out["encoder"] = {"layers": jax.tree.map(lambda a: a[:n], layers)}
+  if total >= n + m:
+    k_layers = {name: jax.tree.map(lambda a: a[n:n + m], layers[name]) for name in TOKEN_SIDE}
+    k_layers["mlp"] = {name: jax.tree.map(lambda a: a[n:n + m], layers["mlp"][name]) for name in ("wi", "wo")}
+    out["knowledge_encoder"] = {"layers": k_layers}
+    note = f"T-Encoder <- BERT layers 0-{n - 1}, K-Encoder token side <- layers {n}-{n + m - 1}"
+    unused = total - n - m
+  else:
+    note = f"T-Encoder <- BERT layers 0-{n - 1}, K-Encoder fresh (BERT has {total} < N + M = {n + m} layers)"
+    unused = total - n
+  if unused:
+    note += f"; BERT's last {unused} layer(s) unused"
+  return out, note
+
+
+def adapt_checkpoint(loaded: dict, cfg: ErnieThuConfig) -> tuple[dict, str]:
+  """`train.init_from` / `model.init_from` hook (registry `init_adapter`): a Bert checkpoint's params
+  (no `knowledge_encoder`) -> ERNIE's layout by `bert_to_ernie_params`; an ERNIE checkpoint as is."""
+  if "knowledge_encoder" in loaded or "encoder" not in loaded:
+    return loaded, ""
+  tree, note = bert_to_ernie_params(loaded, cfg.num_layers, cfg.knowledge_layers)
+  if not cfg.scan_layers:
+    from plmjax.nn.transformer import unstack_layer_params
+    tree = {**tree, "encoder": unstack_layer_params(tree["encoder"], cfg.num_layers)}
+    if "knowledge_encoder" in tree:
+      tree["knowledge_encoder"] = unstack_layer_params(tree["knowledge_encoder"], cfg.knowledge_layers)
+  return tree, "ERNIE from a BERT checkpoint: " + note

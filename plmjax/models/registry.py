@@ -16,6 +16,15 @@ from plmjax.models import transformer_xl, xlnet
 
 
 @dataclasses.dataclass(frozen=True)
+class InitAdapter:
+  """How a model starts from another family's checkpoint (`train.init_from` / `model.init_from`,
+  plmjax.train.init_from): ERNIE (THU) from a BERT."""
+  family: str                   # module class of the checkpoints it reads ("Bert")
+  params: Callable              # (loaded params, model config) -> (params in the model's layout, log note)
+  own_fields: tuple = ()        # architecture fields that stay the config's (ERNIE's num_layers is N, not L)
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelSpec:
   name: str
   paper: str
@@ -25,6 +34,7 @@ class ModelSpec:
   config: Optional[Callable] = None      # **overrides -> config dataclass (None: not built yet)
   module: Optional[type] = None
   status: str = "planned"
+  init_adapter: Optional[InitAdapter] = None
 
 
 SURVEY: dict[str, ModelSpec] = {s.name: s for s in [
@@ -53,7 +63,8 @@ SURVEY: dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec("ernie1", "Sun et al. 2019a", "Transformer encoder (post-LN)", "MLM + NSP", "staged: subword -> phrase -> entity",
               functools.partial(bert.bert_base, vocab_size=18000), bert.Bert, "implemented"),
     ModelSpec("ernie_thu", "Zhang et al. 2019", "Transformer encoder + knowledge encoder", "MLM + NSP + dEA (entity alignment)",
-              "subword 15%; entities 5% replaced / 15% masked", ernie_thu.ernie_thu_base, ernie_thu.ErnieThu, "implemented"),
+              "subword 15%; entities 5% replaced / 15% masked", ernie_thu.ernie_thu_base, ernie_thu.ErnieThu, "implemented",
+              InitAdapter("Bert", ernie_thu.adapt_checkpoint, ("num_layers",))),
     ModelSpec("mtdnn", "Liu et al. 2019", "Transformer encoder", "multi-task fine-tuning", "-",
               status="fine-tuning mode: experiments/mtdnn.py"),
     ModelSpec("ernie2", "Sun et al. 2020", "Transformer encoder", "continual multi-task pretraining", "subword, phrase, entity"),

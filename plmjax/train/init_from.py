@@ -13,6 +13,11 @@ Sources:
     checkpoint is an error naming both values; run-time fields (dropout, remat, scan, dtype, which
     heads exist) stay the config's.
 
+A model whose registry entry has an `init_adapter` (ERNIE (THU): `family="Bert"`) also starts from
+that family's checkpoints: the adapter maps the loaded params into the model's layout first
+(`adapt_loaded`; ERNIE: BERT's first N layers -> the T-Encoder, the next M -> the K-Encoder's token
+side) and names the architecture fields that stay the config's (ERNIE's num_layers is N).
+
 Merging (`merge_params`) walks the fresh params of the new model:
   * a weight both sides have with the same shape is loaded;
   * a weight only the new model has (a head the checkpoint lacks: MiniLM has no MLM head, a task
@@ -61,15 +66,17 @@ def adopt_checkpoint_architecture(config, key: str = "train.init_from"):
   module, _ = _from_hf(os.path.abspath(path), _mtime(path))
   ckpt_module_name, ckpt_cfg = type(module).__name__, module.config
   spec = registry.SURVEY[config.model.name]
-  if spec.module.__name__ != ckpt_module_name:
+  adapter = spec.init_adapter if spec.module.__name__ != ckpt_module_name else None
+  if spec.module.__name__ != ckpt_module_name and not (adapter and adapter.family == ckpt_module_name):
     raise ValueError(f"{key}={path!r} is a {ckpt_module_name} checkpoint; model.name="
                      f"{config.model.name!r} builds {spec.module.__name__}")
+  own = adapter.own_fields if adapter else ()
   defaults = spec.config()
   resize = config.train.get("init_resize", "")
   problems, config = [], config.copy_and_resolve_references()
   for f in dataclasses.fields(ckpt_cfg):
     name = f.name
-    if name in RUN_FIELDS or name in ("vocab_size", "pad_token_id") or name not in config.model:
+    if name in RUN_FIELDS or name in own or name in ("vocab_size", "pad_token_id") or name not in config.model:
       continue
     want, have = getattr(ckpt_cfg, name), config.model[name]
     explicit = have != getattr(defaults, name, have)
@@ -114,6 +121,16 @@ def load_params(path: str, key: str):
     return _from_hf(os.path.abspath(path), _mtime(path))[1], f"hf:{path}"
   from plmjax.train.checkpoint import restore_params
   return restore_params(path, key), f"plmjax:{path}"
+
+
+def adapt_loaded(model_name: str, loaded, model_config):
+  """A checkpoint of another family -> this model's layout, by the registry's `init_adapter` of
+  `model_name` (ERNIE (THU) from BERT) -> (params, a log note or ""); others pass through."""
+  from plmjax.models import registry
+  spec = registry.SURVEY.get(model_name)
+  if spec is None or spec.init_adapter is None:
+    return loaded, ""
+  return spec.init_adapter.params(loaded, model_config)
 
 
 @dataclasses.dataclass

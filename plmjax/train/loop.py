@@ -217,6 +217,9 @@ class Run:
   def load_params_into(self, path: str, key: str, subtree: Optional[str] = None) -> None:
     """Loads `path`'s params into this run's state (at `subtree` of the params, or the root)."""
     loaded, source = init_lib.load_params(path, key)
+    note = ""
+    if subtree is None:                    # another family's checkpoint (ERNIE (THU) from BERT)
+      loaded, note = init_lib.adapt_loaded(self.config.model.name, loaded, self.model_config)
     fresh = jax.device_get(self.state.params)
     target = fresh[subtree] if subtree else fresh
     merged, report = init_lib.merge_params(target, loaded, source=path, key=key,
@@ -225,7 +228,7 @@ class Run:
     self.state = self.state.replace(params=jax.device_put(params, self.shardings.params))
     self.init_report = report
     if jax.process_index() == 0:
-      print(report.summary(source), flush=True)
+      print((note + "\n" if note else "") + report.summary(source), flush=True)
 
   def restore_latest(self, data_iter, quarantine: bool = True) -> Optional[int]:
     """Resumes from the newest intact checkpoint (see Checkpointer.restore_valid); None if none."""
