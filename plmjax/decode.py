@@ -199,7 +199,7 @@ def _gather_beams(tree, idx: Array):
   return jax.tree_util.tree_map(g, tree)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "beam_size"))
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "beam_size", "eos_id"))
 def beam_search(model, params, prompt: Array, prompt_mask: Array, *, max_new_tokens: int,
                 beam_size: int = 4, eos_id: int = -1, length_penalty: float = 0.0):
   """-> (best sequences [B, max_new_tokens], their scores [B]). Score = sum log p / len^alpha;

@@ -89,7 +89,9 @@ def load(src: str) -> Loaded:
   from plmjax.train.checkpoint import restore_params
   from plmjax.train.config import build_model
   tok = corpus_tokenizer(cfg.data)
-  module, _ = build_model(cfg.model, tok, "float32")
+  tuples = lambda x: tuple(map(tuples, x)) if isinstance(x, (list, tuple)) else x    # noqa: E731
+  model_cfg = ml_collections.ConfigDict({k: tuples(v) for k, v in cfg.model.items()})  # hashable
+  module, _ = build_model(model_cfg, tok, "float32")
   params = jax.tree.map(jnp.asarray, restore_params(step_dir, "plmjax predict SRC"))
   return Loaded(cfg.model.name, module, params, tok, step_dir, int(cfg.data.seq_len),
                 "stream" if cfg.data.mode == "stream" else "packed", cfg.data.special_tokens)
@@ -170,11 +172,19 @@ def frame(tok, ids: list[int], max_len: int, what: str) -> list[int]:
 
 
 def _mlm_logits(m: Loaded, ids: np.ndarray) -> np.ndarray:
-  """ids [B, T] -> log-probs [B, T, V] of a masked LM (bidirectional; UNILM's bi mode types)."""
-  batch = {"input_ids": jnp.asarray(ids, jnp.int32), "attention_mask": jnp.ones(ids.shape, jnp.int32),
-           "token_type_ids": jnp.zeros(ids.shape, jnp.int32)}
+  """ids [B, T] -> log-probs [B, T, V] of a masked LM (bidirectional; UNILM's bi mode types).
+  Rows are padded to a multiple of 8 and T to a multiple of 32 (padding masked out), so that
+  texts of different lengths share a few compilations."""
+  b, t = ids.shape
+  rows, length = -(-b // 8) * 8, min(-(-t // 32) * 32, max(int(m.module.config.max_len), t))
+  x = np.full((rows, length), m.tokenizer.pad_id, np.int32)
+  x[:b, :t] = ids
+  mask = np.zeros((rows, length), np.int32)
+  mask[:b, :t] = 1
+  batch = {"input_ids": jnp.asarray(x), "attention_mask": jnp.asarray(mask),
+           "token_type_ids": jnp.zeros(x.shape, jnp.int32)}
   out = _apply(m.module, m.params, batch)
-  return np.array(jax.nn.log_softmax(out["logits"].astype(jnp.float32), -1))
+  return np.array(jax.nn.log_softmax(out["logits"][:b, :t].astype(jnp.float32), -1))
 
 
 @functools.lru_cache(maxsize=8)
