@@ -53,13 +53,14 @@ def gpt2_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bert_run(tmp_path_factory):
-  """A tiny masked LM (packed rows, MLM only, width 64, 30 % masking) trained for 80 steps."""
+  """A tiny masked LM (packed rows, MLM only, width 64, 30 % masking) trained for 150 steps."""
   d = tmp_path_factory.mktemp("bert")
   cfg = config("bert.py:tiny", "--config.model.hidden_size=64", "--config.model.mlp_dim=128",
                "--config.model.nsp_head=False", "--config.model.dropout_rate=0.0",
                "--config.model.attention_dropout_rate=0.0", "--config.data.mode=packed",
-               "--config.train.batch_size=32", "--config.train.steps=80",
-               "--config.train.eval_every=80", "--config.train.checkpoint_every=80",
+               "--config.train.batch_size=64", "--config.train.steps=150",
+               "--config.train.eval_every=150", "--config.train.checkpoint_every=150",
+               "--config.train.eval_steps=1", "--config.train.log_every=1000",
                "--config.optimizer.name=adamw", "--config.optimizer.learning_rate=5e-3",
                "--config.optimizer.warmup_steps=1")
   cfg.objective = default_objective_config("mlm")
@@ -136,8 +137,6 @@ def test_gpt2_greedy_is_deterministic_and_stepwise_argmax(gpt2_run):
     want = want[:want.index(eos)] if eos in want else want
     assert rec["ids"] == want and len(want) > 0
   assert predict.generate(m, prompts, max_new_tokens=12, beam=1) == a
-  sampled = predict.generate(m, prompts, max_new_tokens=12, sample=True, seed=3)
-  assert sampled == predict.generate(m, prompts, max_new_tokens=12, sample=True, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +163,8 @@ def test_transformer_xl_greedy_carries_memory(txl_run):
   assert got == [int(t) for t in decode.sample(dec, m.params, x, jnp.ones_like(x),
                                                jax.random.PRNGKey(1), max_new_tokens=n)[0]]
   # the full model, one call per token with its memory (no lax loop, no adapter)
-  apply = lambda ids, mems: m.module.apply({"params": m.params}, {"input_ids": ids, "mems": mems})
+  apply = jax.jit(lambda ids, mems: m.module.apply({"params": m.params},
+                                                  {"input_ids": ids, "mems": mems}))
   out = m.module.apply({"params": m.params}, {"input_ids": x, "mems": m.module.init_mems(1)},
                        method=lambda mdl, b: mdl._segment(b, False, False))
   want, mems = [int(jnp.argmax(out["logits"][0, -1]))], out["mems"]
