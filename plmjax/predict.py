@@ -18,7 +18,8 @@ folder (plmjax.convert.from_hf and the folder's tokenizer).
 - generate (GPT-1, GPT-2, Transformer-XL, UNILM seq2seq): plmjax.decode.sample (greedy, or
   --sample) or beam_search (--beam K) through the model's decoding adapter (CausalDecoding,
   MemoryDecoding carrying Transformer-XL's memory, PrefixLMDecoding); each prompt is decoded on
-  its own (no padding) and the output stops at the first end-of-text token.
+  its own (no padding), starting as a document starts in training (after [EOS] / [BOS]), and the
+  output stops at the first end-of-text token.
 - score: the file is read as `plmjax eval` reads a corpus (documents split at blank lines or
   headings, one sentence per line), cut into the run's rows (plmjax.data.pipeline.document_rows:
   data.seq_len and data.special_tokens of the run); causal LMs score every next-token target of
@@ -228,6 +229,19 @@ def decoding_for(m: Loaded, mem_len: int = 0):
   return decode.CausalDecoding(m.module)
 
 
+def prompt_ids(m: Loaded, prompt: str) -> list[int]:
+  """A prompt as a document start looks in training: after the previous document's [EOS] ("eos"
+  convention: GPT-2, Transformer-XL), after [BOS] ("bos_eos"); UNILM: [CLS] source [SEP]."""
+  tok = m.tokenizer
+  ids = tok.encode(prompt)
+  if not ids:
+    raise PredictError(f"plmjax predict: prompt {prompt!r} has no tokens")
+  if m.name == "unilm":
+    return frame(tok, ids, m.module.config.max_len, f"prompt {prompt!r}")
+  start = {"eos": tok.eos_id, "bos_eos": tok.bos_id}.get(m.special_tokens)
+  return ([start] if start is not None else []) + ids
+
+
 def generate(m: Loaded, prompts: list[str], *, max_new_tokens: int = 20, sample: bool = False,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, beam: int = 0,
              seed: int = 0, mem_len: int = 0) -> list[dict]:
@@ -237,13 +251,7 @@ def generate(m: Loaded, prompts: list[str], *, max_new_tokens: int = 20, sample:
   tok, dec, out = m.tokenizer, decoding_for(m, mem_len), []
   eos = tok.eos_id if tok.eos_id is not None else -1
   for i, prompt in enumerate(prompts):
-    ids = tok.encode(prompt)
-    if m.name == "unilm":
-      ids = frame(tok, ids, m.module.config.max_len, f"prompt {prompt!r}")
-    elif m.special_tokens == "bos_eos" and tok.bos_id is not None:
-      ids = [tok.bos_id] + ids
-    if not ids:
-      raise PredictError(f"plmjax predict: prompt {prompt!r} has no tokens")
+    ids = prompt_ids(m, prompt)
     limit = getattr(m.module.config, "max_len", 0) if m.name != "transformer_xl" else 0
     if limit and len(ids) + max_new_tokens + (m.name == "unilm") > limit:
       raise PredictError(f"plmjax predict: prompt ({len(ids)} tokens) + --max-new-tokens "

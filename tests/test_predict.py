@@ -128,7 +128,9 @@ def test_gpt2_greedy_is_deterministic_and_stepwise_argmax(gpt2_run):
   assert a == b
   eos = m.tokenizer.eos_id
   for rec, p in zip(a, prompts):
-    want = _gpt_full_argmax(m, m.tokenizer.encode(p), 12)
+    ids = predict.prompt_ids(m, p)
+    assert ids[0] == eos and ids[1:] == m.tokenizer.encode(p)         # a document start
+    want = _gpt_full_argmax(m, ids, 12)
     want = want[:want.index(eos)] if eos in want else want
     assert rec["ids"] == want and len(want) > 0
   assert predict.generate(m, prompts, max_new_tokens=12, beam=1) == a
@@ -147,7 +149,7 @@ def test_transformer_xl_greedy_carries_memory(txl_run):
   m = predict.load(str(txl_run))
   assert m.name == "transformer_xl" and m.mode == "stream"
   text = " ".join(synthetic.split_documents("valid", 1)[0].sentences[0])
-  prompt = m.tokenizer.encode(text)
+  prompt = predict.prompt_ids(m, text)
   n = 24                                       # prompt + 24 new tokens > mem_len 16: memory rolls
   a = predict.generate(m, [text], max_new_tokens=n)[0]["ids"]
   from plmjax import decode
