@@ -37,8 +37,8 @@ EPILOG = """examples:
   plmjax eval  --config experiments/gpt2.py:tiny --workdir /tmp/gpt2
   plmjax bench --config experiments/bert.py:base --batch-size 8 --steps 5
   plmjax tokenizer --input corpus.txt --out /tmp/sp --vocab-size 8000
-  plmjax predict runs/bert_demo fill-mask "bo [MASK] ##ki ."
-  plmjax predict /tmp/gpt2 generate "bo" --max-new-tokens 20 --beam 4
+  plmjax predict runs/bert_demo fill-mask "veleko sage vama li ravaso [MASK]" --top-k 3
+  plmjax predict /tmp/gpt2 generate "vubi reko" --max-new-tokens 20 --beam 4
   plmjax predict /tmp/gpt2 score valid.txt --json
 """
 

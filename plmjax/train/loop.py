@@ -329,7 +329,7 @@ def _train(config, workdir: str, run=None) -> dict:
         f.write(config.to_json_best_effort(indent=2))
     print(run.describe() + (f"; resumed at step {start}" if start else ""), flush=True)
     info = getattr(getattr(run, "train_data", None), "info", None) or {}
-    if "entropy_floor_nats" in info:
+    if "unigram_entropy_nats" in info:
       print(f"built-in corpus: unigram entropy {info['unigram_entropy_nats']:.3f} nats/token (no "
             f"context), entropy floor {info['entropy_floor_nats']['per_token']:.3f}", flush=True)
 

@@ -64,7 +64,9 @@ def example_command(run) -> str:
 def summary(run, last_train: dict, last_eval: Optional[dict]) -> str:
   """The lines printed at the end of a run that finished (not after a preemption)."""
   split = getattr(run, "eval_split", "eval")
-  lines = [f"done: {run.total_steps} steps of {run.config.model.get('name', '?')} in {run.workdir}"]
+  what = (f"fine-tuning ({run.config.task})" if "task" in run.config
+          else run.config.model.get("name", "?"))
+  lines = [f"done: {run.total_steps} steps of {what} in {run.workdir}"]
   lines.append(f"  final train: {_fmt(last_train)}")
   if last_eval:
     if split == "dev":     # fine-tuning: the task's metrics
