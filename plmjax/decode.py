@@ -14,6 +14,8 @@ token) and `step` (feed the token just chosen, logits for the next), given by a 
                                overwritten by the next token's: the cache only ever holds the source
                                and the tokens generated so far.
 
+  FragmentDecoding(model, ...) MASS (plmjax.models.seq2seq): the encoder reads a sentence with a
+                               run of [MASK]s, the decoder writes that fragment at its positions.
   MemoryDecoding(model)        Transformer-XL (plmjax.models.transformer_xl): no KV cache but the
                                model's own recurrence memory, carried as explicit state: the prompt
                                runs as one segment from zero memory (as a stream starts in training),
@@ -158,6 +160,37 @@ class MemoryDecoding:
   def step(self, params, cache, tokens: Array, positions: Array, key_mask: Array):
     del positions, key_mask                       # relative positions; no padding
     return self._apply(params, tokens[:, None], jnp.moveaxis(cache["mems"], 0, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class FragmentDecoding:
+  """MASS (plmjax.models.seq2seq.Seq2Seq): the prompt is the encoder input, a sentence with one
+  contiguous run of [MASK]s; the decoder writes the fragment at the masks' positions, as in
+  pretraining: input [MASK] at position u (the first mask), then each generated token at the
+  next position, over the decoder's KV cache; the encoder output stays in the state."""
+  model: Any
+  mask_id: int
+
+  def prefill(self, params, prompt: Array, prompt_mask: Array, max_new_tokens: int):
+    b = prompt.shape[0]
+    src = {"input_ids": prompt, "attention_mask": prompt_mask}
+    encoded = self.model.apply({"params": params}, src, method=self.model.encode)   # [B, S, E]
+    dec = {**src, "decoder_input_ids": jnp.zeros((b, max_new_tokens), jnp.int32)}
+    shapes = jax.eval_shape(lambda: self.model.init(jax.random.key(0), dec, decode=True))
+    cache = {"cache": jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes["cache"])}
+    u = jnp.argmax(prompt == self.mask_id, axis=1).astype(jnp.int32)                # [B]
+    state = {**cache, "encoded": encoded, "source_mask": prompt_mask}
+    logits, state = self.step(params, state, jnp.full((b,), self.mask_id, prompt.dtype), u, None)
+    return logits, state, jnp.ones((b, max_new_tokens), jnp.int32), u
+
+  def step(self, params, cache, tokens: Array, positions: Array, key_mask: Array):
+    del key_mask
+    batch = {"decoder_input_ids": tokens[:, None], "decoder_positions": positions[:, None],
+             "attention_mask": cache["source_mask"]}
+    (_, logits), mut = self.model.apply({"params": params, "cache": cache["cache"]}, batch,
+                                        cache["encoded"], decode=True,
+                                        method=self.model.decode_step, mutable=["cache"])
+    return logits[:, 0], {**cache, "cache": mut["cache"]}
 
 
 def as_decoding(model):

@@ -15,9 +15,10 @@ folder (plmjax.convert.from_hf and the folder's tokenizer).
 - fill-mask (BERT, BERT-wwm, RoBERTa, SpanBERT, ERNIE 1.0, UNILM): the text is framed as the
   pretraining rows are ([CLS] text [SEP]); every [MASK] (the tokenizer's mask spelling) is one
   token; candidates exclude the special tokens.
-- generate (GPT-1, GPT-2, Transformer-XL, UNILM seq2seq): plmjax.decode.sample (greedy, or
+- generate (GPT-1, GPT-2, Transformer-XL, UNILM seq2seq, MASS): plmjax.decode.sample (greedy, or
   --sample) or beam_search (--beam K) through the model's decoding adapter (CausalDecoding,
-  MemoryDecoding carrying Transformer-XL's memory, PrefixLMDecoding); each prompt is decoded on
+  MemoryDecoding carrying Transformer-XL's memory, PrefixLMDecoding, FragmentDecoding: MASS
+  writes the fragment of a sentence's run of [MASK]s, one token per mask); each prompt is decoded on
   its own (no padding), starting as a document starts in training (after [EOS] / [BOS]), and the
   output stops at the first end-of-text token.
 - score: the file is read as `plmjax eval` reads a corpus (documents split at blank lines or
@@ -197,7 +198,7 @@ def _forward(module):
   return jax.jit(lambda p, b: module.apply({"params": p}, b, train=False))
 
 
-def _apply(module, params, batch):
+def _apply(module, params, batch):     # one compilation per module and shape
   return _forward(module)(params, batch)
 
 
@@ -230,7 +231,22 @@ def decoding_for(m: Loaded, mem_len: int = 0):
     return decode.MemoryDecoding(m.module, mem_len)
   if m.name == "unilm":
     return decode.PrefixLMDecoding(m.module, m.tokenizer.mask_id)
+  if m.name == "mass":
+    return decode.FragmentDecoding(m.module, m.tokenizer.mask_id)
   return decode.CausalDecoding(m.module)
+
+
+def _fragment(m: Loaded, prompt: str) -> tuple[list[int], list[int]]:
+  """MASS: a sentence with one contiguous run of [MASK]s -> (ids, mask positions)."""
+  ids = encode_masked(m.tokenizer, prompt)
+  where = [i for i, t in enumerate(ids) if t == m.tokenizer.mask_id]
+  if not where or where != list(range(where[0], where[-1] + 1)):
+    raise PredictError(f"plmjax predict: MASS generates one masked fragment: give a sentence with "
+                       f"one contiguous run of [MASK]s (one per token to write), not {prompt!r}")
+  if len(ids) > m.module.config.max_len:
+    raise PredictError(f"plmjax predict: {prompt!r} is {len(ids)} tokens; max_len is "
+                       f"{m.module.config.max_len}")
+  return ids, where
 
 
 def prompt_ids(m: Loaded, prompt: str) -> list[int]:
@@ -251,12 +267,16 @@ def generate(m: Loaded, prompts: list[str], *, max_new_tokens: int = 20, sample:
              seed: int = 0, mem_len: int = 0) -> list[dict]:
   """-> per prompt {"prompt", "ids", "text"} (generated tokens only, cut at end-of-text)."""
   from plmjax import decode
-  _need(m, "generate", CAUSAL + ("unilm",))
+  _need(m, "generate", CAUSAL + ("unilm", "mass"))
   tok, dec, out = m.tokenizer, decoding_for(m, mem_len), []
   eos = tok.eos_id if tok.eos_id is not None else -1
   for i, prompt in enumerate(prompts):
-    ids = prompt_ids(m, prompt)
-    limit = getattr(m.module.config, "max_len", 0) if m.name != "transformer_xl" else 0
+    if m.name == "mass":                   # the fragment is as long as the run of masks
+      ids, where = _fragment(m, prompt)
+      max_new_tokens, eos = len(where), -1
+    else:
+      ids = prompt_ids(m, prompt)
+    limit = getattr(m.module.config, "max_len", 0) if m.name not in ("transformer_xl", "mass") else 0
     if limit and len(ids) + max_new_tokens + (m.name == "unilm") > limit:
       raise PredictError(f"plmjax predict: prompt ({len(ids)} tokens) + --max-new-tokens "
                          f"{max_new_tokens} exceed the model's max_len {limit}")
@@ -272,7 +292,10 @@ def generate(m: Loaded, prompts: list[str], *, max_new_tokens: int = 20, sample:
     gen = [int(t) for t in np.asarray(toks[0])]
     if eos in gen:
       gen = gen[:gen.index(eos)]
-    out.append({"prompt": prompt, "ids": gen, "text": tok.decode(gen)})
+    rec = {"prompt": prompt, "ids": gen, "text": tok.decode(gen)}
+    if m.name == "mass":
+      rec["filled"] = tok.decode(ids[:where[0]] + gen + ids[where[-1] + 1:])
+    out.append(rec)
   return out
 
 
@@ -376,54 +399,17 @@ def score(m: Loaded, path: str) -> dict:
                    for t, lp in zip(toks, lps)]}
 
 
-# ---- fine-tuned task runs --------------------------------------------------------------------------
-def read_examples_tsv(path: str, spec) -> list[dict]:
-  """TSV rows: text_a[<TAB>text_b]; a first line naming the task's columns is a header."""
-  if not os.path.isfile(path):
-    raise PredictError(f"plmjax predict: --tsv {path!r} is not a file")
-  with open(path, encoding="utf-8-sig") as f:
-    lines = [ln.rstrip("\n").rstrip("\r") for ln in f]
-  cols = (0, 1)
-  if lines and isinstance(spec.text_a, str) and spec.text_a in lines[0].split("\t"):
-    head = lines.pop(0).split("\t")
-    cols = (head.index(spec.text_a), head.index(spec.text_b) if spec.text_b in head else None)
-  out = []
-  for lineno, ln in enumerate(lines, 1):
-    if not ln.strip():
-      continue
-    row = ln.split("\t")
-    if spec.text_b is not None and (cols[1] is None or len(row) <= cols[1]):
-      raise PredictError(f"{path}:{lineno}: task {spec.name} needs two tab-separated sentences")
-    out.append({"text_a": row[cols[0]], "text_b": row[cols[1]] if spec.text_b is not None else None,
-                "label": 0})
-  return out
-
-
+# ---- fine-tuned task runs: plmjax/finetune/predict.py -------------------------------------------
 def classify(m: Loaded, examples: list[dict], task: Optional[str] = None) -> list[dict]:
-  """-> per example {"text_a", ("text_b"), "prediction"} from the fine-tuned run's own path
-  (FinetuneRun._predict: framing, buckets, the task's head)."""
-  from plmjax.finetune.features import encode_sentences
+  """-> per example {"text_a", ("text_b"), "prediction"} (plmjax.finetune.predict)."""
+  from plmjax.finetune import predict as fpredict
   _need(m, "classify", None)
-  run = m.run
-  name = task or next(iter(run.tasks))
-  if name not in run.tasks:
-    raise PredictError(f"plmjax predict: --task {name!r}: the run's tasks are {list(run.tasks)}")
-  spec = run.tasks[name].spec
-  if spec.kind not in ("classification", "regression"):
-    raise PredictError(f"plmjax predict: classify supports sentence tasks; {name} is {spec.kind}")
-  if spec.text_b is not None and any(e.get("text_b") is None for e in examples):
-    raise PredictError(f"plmjax predict: task {name} takes sentence pairs: give a --tsv file "
-                       "with two tab-separated columns")
-  feats = encode_sentences(examples, run.tokenizer, run.framing, int(run.config.data.max_len),
-                           regression=spec.kind == "regression")
-  pred = run._predict(name, feats)
-  out = []
-  for i, e in enumerate(examples):
-    p = pred[i]["pred"]
-    label = spec.labels[int(p)] if spec.kind == "classification" else float(p)
-    out.append({k: v for k, v in (("text_a", e["text_a"]), ("text_b", e.get("text_b"))) if v is not None}
-               | {"prediction": label})
-  return out
+  return fpredict.classify(m.run, examples, task)
+
+
+def read_examples_tsv(path: str, spec) -> list[dict]:
+  from plmjax.finetune import predict as fpredict
+  return fpredict.read_examples_tsv(path, spec)
 
 
 # ---- the command -----------------------------------------------------------------------------------
@@ -437,7 +423,7 @@ def _inputs(args) -> list[str]:
   return items
 
 
-def _text(task: str, rec: dict) -> str:
+def _text(task: str, rec: dict) -> str:      # noqa: C901 - one branch per task
   if task == "fill-mask":
     lines = [rec["text"]]
     for mk in rec["masks"]:
@@ -445,7 +431,7 @@ def _text(task: str, rec: dict) -> str:
       lines.append(f"  [MASK] at {mk['position']}: {cands}")
     return "\n".join(lines)
   if task == "generate":
-    return f"{rec['prompt']} >>> {rec['text']}"
+    return rec["filled"] if "filled" in rec else f"{rec['prompt']} >>> {rec['text']}"
   if task == "classify":
     return "\t".join([rec["text_a"]] + ([rec["text_b"]] if "text_b" in rec else []) +
                      [str(rec["prediction"])])

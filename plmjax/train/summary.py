@@ -55,6 +55,10 @@ def example_command(run) -> str:
       text = " ".join(toks).replace(" ##", "")
       return f"plmjax predict {workdir} fill-mask {shlex.quote(text)}"
     return f"plmjax predict {workdir} fill-mask 'The capital of France is [MASK] .'"
+  if name == "mass" and words:
+    toks = [run.tokenizer.id_to_token(i) for i in run.tokenizer.encode(" ".join(words))]
+    toks[1:4] = ["[MASK]"] * len(toks[1:4])    # the decoder writes the masked fragment
+    return f"plmjax predict {workdir} generate {shlex.quote(' '.join(toks))}"
   if name in CAUSAL:
     prompt = " ".join(words[:3]) if words else "Once upon a time"
     return f"plmjax predict {workdir} generate {shlex.quote(prompt)} --max-new-tokens 20"
