@@ -296,13 +296,15 @@ def test_mass_fragment_greedy_is_stepwise_argmax(tmp_path):
   rec = predict.generate(m, [text])[0]
   assert len(rec["ids"]) == k and rec == predict.generate(m, [text])[0]
   src = jnp.asarray([ids[:u] + [tok.mask_id] * k + ids[u + k:]], jnp.int32)
+  # the full model on the decoder input so far ([MASK] x_u ..), padded to k slots (causal decoder:
+  # later slots do not change earlier logits), at the fragment's positions u .. u+k-1
+  full = jax.jit(lambda d: m.module.apply({"params": m.params}, {
+      "input_ids": src, "attention_mask": jnp.ones_like(src), "decoder_input_ids": d,
+      "decoder_positions": jnp.arange(u, u + k)[None]})["logits"])
   dec = [tok.mask_id]
   for j in range(k):
-    out = m.module.apply({"params": m.params}, {
-        "input_ids": src, "attention_mask": jnp.ones_like(src),
-        "decoder_input_ids": jnp.asarray([dec], jnp.int32),
-        "decoder_positions": jnp.asarray([list(range(u, u + len(dec)))], jnp.int32)})
-    dec.append(int(jnp.argmax(out["logits"][0, -1])))
+    x = jnp.asarray([dec + [tok.pad_id] * (k - len(dec))], jnp.int32)
+    dec.append(int(jnp.argmax(full(x)[0, j])))
   assert rec["ids"] == dec[1:]
   with pytest.raises(predict.PredictError, match="contiguous"):
     predict.generate(m, ["[MASK] ka [MASK]"])
