@@ -7,6 +7,7 @@
     plmjax tokenizer --input FILE [FILE ...] --out PREFIX [--vocab-size N] [--type unigram|bpe|...]
     plmjax convert   SRC DST     (a plmjax run -> a Hugging Face folder, or a Hugging Face folder -> a run)
     plmjax transe    --config experiments/transe.py:synthetic --out DIR [--config.KEY=VALUE ...]
+    plmjax predict   SRC fill-mask|generate|score|classify [TEXT ...] [--file F] [--json] ...
 
 `--config FILE.py:ARG` loads `get_config(ARG)` from FILE.py (ARG picks the size: tiny, base, ...);
 each `--config.section.key=value` then overrides one key (an unknown key is an error that names the
@@ -36,6 +37,9 @@ EPILOG = """examples:
   plmjax eval  --config experiments/gpt2.py:tiny --workdir /tmp/gpt2
   plmjax bench --config experiments/bert.py:base --batch-size 8 --steps 5
   plmjax tokenizer --input corpus.txt --out /tmp/sp --vocab-size 8000
+  plmjax predict runs/bert_demo fill-mask "veleko sage vama li ravaso [MASK]" --top-k 3
+  plmjax predict /tmp/gpt2 generate "vubi reko" --max-new-tokens 20 --beam 4
+  plmjax predict /tmp/gpt2 score valid.txt --json
 """
 
 
@@ -92,6 +96,27 @@ def _parser() -> argparse.ArgumentParser:
   s = with_config("transe", "Train TransE entity vectors on a triple file (ERNIE THU's knowledge); "
                   "writes DIR/entity2vec.vec etc. and DIR/metrics.json (filtered link prediction).")
   s.add_argument("--out", required=True, metavar="DIR")
+
+  s = sub.add_parser("predict", help="Try a model: fill-mask, generate, score a text file, or a "
+                     "fine-tuned run's predictions (plmjax/predict.py).",
+                     description="SRC: a plmjax run workdir (or WORKDIR/checkpoints/<step>), a "
+                     "fine-tuning run, or a Hugging Face folder.")
+  s.add_argument("src", metavar="SRC")
+  s.add_argument("task", choices=("fill-mask", "generate", "score", "classify"))
+  s.add_argument("inputs", nargs="*", metavar="TEXT", help="texts / prompts / sentences (score: FILE)")
+  s.add_argument("--file", default=None, help="more inputs, one per line")
+  s.add_argument("--tsv", default=None, help="classify: sentences (pairs: two tab-separated columns)")
+  s.add_argument("--task-name", default=None, help="classify: the task of a multi-task run")
+  s.add_argument("--json", action="store_true", help="JSON lines instead of text")
+  s.add_argument("--top-k", type=int, default=None, help="fill-mask: candidates per [MASK] (5); "
+                 "generate --sample: keep the k most likely tokens (0 = all)")
+  s.add_argument("--max-new-tokens", type=int, default=20)
+  s.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+  s.add_argument("--temperature", type=float, default=1.0)
+  s.add_argument("--top-p", type=float, default=1.0)
+  s.add_argument("--beam", type=int, default=0, help="beam search with this many beams")
+  s.add_argument("--seed", type=int, default=0)
+  s.add_argument("--mem-len", type=int, default=0, help="Transformer-XL: memory length (0: the model's)")
   return p
 
 
@@ -175,6 +200,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (CheckpointError, FileNotFoundError, FileExistsError) as e:
       raise SystemExit(f"plmjax convert: {e}") from None
     return 0
+  if args.command == "predict":
+    if rest:
+      raise SystemExit(f"plmjax predict: unexpected arguments {rest}")
+    from plmjax.predict import PredictError, run_command
+    try:
+      return run_command(args)
+    except (PredictError, FileNotFoundError) as e:
+      raise SystemExit(str(e) if str(e).startswith("plmjax predict") else f"plmjax predict: {e}") from None
   if getattr(args, "multihost", False) or getattr(args, "coordinator", None):
     _init_distributed(args)
   if args.command == "finetune":

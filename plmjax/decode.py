@@ -14,6 +14,14 @@ token) and `step` (feed the token just chosen, logits for the next), given by a 
                                overwritten by the next token's: the cache only ever holds the source
                                and the tokens generated so far.
 
+  FragmentDecoding(model, ...) MASS (plmjax.models.seq2seq): the encoder reads a sentence with a
+                               run of [MASK]s, the decoder writes that fragment at its positions.
+  MemoryDecoding(model)        Transformer-XL (plmjax.models.transformer_xl): no KV cache but the
+                               model's own recurrence memory, carried as explicit state: the prompt
+                               runs as one segment from zero memory (as a stream starts in training),
+                               each step feeds one token with the memory of the last `mem_len`
+                               positions, the model's memory update (Hugging Face's generation).
+
 Prompts are left-padded [B, P] with `prompt_mask` (1 = real token); positions count real tokens
 only, so a left-padded prompt decodes exactly like the same prompt without padding.
 """
@@ -27,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from plmjax.models.gpt import init_cache
+from plmjax.models.transformer_xl import TransformerXL
 
 Array = jax.Array
 NEG = -1e9
@@ -120,9 +129,76 @@ class PrefixLMDecoding:
     return self._apply(params, cache, ids, pos, types, key_mask)
 
 
+@dataclasses.dataclass(frozen=True)
+class MemoryDecoding:
+  """Transformer-XL decoding: the state is the memory {"mems": [B, L, M, E]} (batch first, so that
+  beam search reorders it like a KV cache). Relative positions need no position ids, and the model
+  has no key padding: prompts must be unpadded (prompt_mask all ones; decode prompts of different
+  lengths separately). `mem_len` > 0 overrides the model's memory length (the paper evaluates with
+  a longer memory than it trains with); memory length is not a weight, so any value loads."""
+  model: Any
+  mem_len: int = 0
+
+  def _module(self):
+    cfg = self.model.config
+    if self.mem_len and self.mem_len != cfg.mem_len:
+      return type(self.model)(dataclasses.replace(cfg, mem_len=self.mem_len))
+    return self.model
+
+  def _apply(self, params, ids, mems):
+    m = self._module()
+    out = m.apply({"params": params}, {"input_ids": ids, "mems": mems},
+                  method=lambda mdl, b: mdl._segment(b, False, False))       # one segment, any length
+    return out["logits"][:, -1], {"mems": jnp.moveaxis(out["mems"], 1, 0)}   # [B, V], [B, L, M, E]
+
+  def prefill(self, params, prompt: Array, prompt_mask: Array, max_new_tokens: int):
+    b, p = prompt.shape
+    logits, state = self._apply(params, prompt, self._module().init_mems(b))
+    key_mask, positions = _prompt_layout(prompt_mask, p + max_new_tokens)
+    return logits, state, key_mask, positions[:, -1]
+
+  def step(self, params, cache, tokens: Array, positions: Array, key_mask: Array):
+    del positions, key_mask                       # relative positions; no padding
+    return self._apply(params, tokens[:, None], jnp.moveaxis(cache["mems"], 0, 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class FragmentDecoding:
+  """MASS (plmjax.models.seq2seq.Seq2Seq): the prompt is the encoder input, a sentence with one
+  contiguous run of [MASK]s; the decoder writes the fragment at the masks' positions, as in
+  pretraining: input [MASK] at position u (the first mask), then each generated token at the
+  next position, over the decoder's KV cache; the encoder output stays in the state."""
+  model: Any
+  mask_id: int
+
+  def prefill(self, params, prompt: Array, prompt_mask: Array, max_new_tokens: int):
+    b = prompt.shape[0]
+    src = {"input_ids": prompt, "attention_mask": prompt_mask}
+    encoded = self.model.apply({"params": params}, src, method=self.model.encode)   # [B, S, E]
+    dec = {**src, "decoder_input_ids": jnp.zeros((b, max_new_tokens), jnp.int32)}
+    shapes = jax.eval_shape(lambda: self.model.init(jax.random.key(0), dec, decode=True))
+    cache = {"cache": jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), shapes["cache"])}
+    u = jnp.argmax(prompt == self.mask_id, axis=1).astype(jnp.int32)                # [B]
+    state = {**cache, "encoded": encoded, "source_mask": prompt_mask}
+    logits, state = self.step(params, state, jnp.full((b,), self.mask_id, prompt.dtype), u, None)
+    return logits, state, jnp.ones((b, max_new_tokens), jnp.int32), u
+
+  def step(self, params, cache, tokens: Array, positions: Array, key_mask: Array):
+    del key_mask
+    batch = {"decoder_input_ids": tokens[:, None], "decoder_positions": positions[:, None],
+             "attention_mask": cache["source_mask"]}
+    (_, logits), mut = self.model.apply({"params": params, "cache": cache["cache"]}, batch,
+                                        cache["encoded"], decode=True,
+                                        method=self.model.decode_step, mutable=["cache"])
+    return logits[:, 0], {**cache, "cache": mut["cache"]}
+
+
 def as_decoding(model):
-  """A decoding adapter for `model`: itself if it is one, else CausalDecoding(model)."""
-  return model if hasattr(model, "prefill") and hasattr(model, "step") else CausalDecoding(model)
+  """A decoding adapter for `model`: itself if it is one, MemoryDecoding(model) for a
+  Transformer-XL, else CausalDecoding(model)."""
+  if hasattr(model, "prefill") and hasattr(model, "step"):
+    return model
+  return MemoryDecoding(model) if isinstance(model, TransformerXL) else CausalDecoding(model)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "greedy", "top_k", "top_p"))
@@ -147,7 +223,8 @@ def sample(model, params, prompt: Array, prompt_mask: Array, key: Array, *, max_
 
 
 def _gather_beams(tree, idx: Array):
-  """Reorders cache leaves [..., B*K, S, N, D] (and [B*K]-leading arrays) by flat beam index."""
+  """Reorders cache leaves [..., B*K, S, N, D] (Transformer-XL memory [B*K, L, M, E]) by flat
+  beam index."""
   def g(x):
     if x.ndim >= 4:   # cached key / value: batch axis is ndim - 4 (a leading layer axis if scanned)
       return jnp.take(x, idx, axis=x.ndim - 4)
@@ -155,7 +232,7 @@ def _gather_beams(tree, idx: Array):
   return jax.tree_util.tree_map(g, tree)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "beam_size"))
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "beam_size", "eos_id"))
 def beam_search(model, params, prompt: Array, prompt_mask: Array, *, max_new_tokens: int,
                 beam_size: int = 4, eos_id: int = -1, length_penalty: float = 0.0):
   """-> (best sequences [B, max_new_tokens], their scores [B]). Score = sum log p / len^alpha;

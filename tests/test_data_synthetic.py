@@ -118,3 +118,28 @@ def test_tokenization_is_syllabic():
     ids, words = tok.encode_with_words(w)
     assert len(ids) == max(len(w) // 2, 1) and tok.unk_id not in ids and set(words) == {0}
   assert tok.decode(tok.encode(g.noun[1].items[0])) == g.noun[1].items[0]
+
+
+def test_token_unigram_is_exact(docs):
+  """The exact token frequencies (Grammar.token_unigram) against 2,000 documents' counts: every
+  token within 4 standard errors (a document is the sampling unit), the same support, and the
+  expected tokens per document equal to the entropy floor's."""
+  g, tok = synthetic.grammar(), synthetic_tokenizer()
+  uni = g.token_unigram()
+  assert sum(uni.values()) == pytest.approx(1.0)
+  per_doc = [Counter(tok.id_to_token(i) for i in tok.encode(d.text.replace("\n", " "))) for d in docs]
+  lengths = np.array([sum(c.values()) for c in per_doc], float)
+  assert set().union(*per_doc) <= set(uni)
+  for t, p in uni.items():
+    counts = np.array([c.get(t, 0) for c in per_doc], float)
+    # ratio estimator sum(counts) / sum(lengths); its standard error by the delta method
+    r = counts.sum() / lengths.sum()
+    se = np.std(counts - r * lengths) / math.sqrt(len(docs)) / lengths.mean()
+    assert abs(r - p) < 4 * se + 1e-4, (t, r, p)
+  h = synthetic.unigram_entropy_nats()
+  emp = Counter()
+  for c in per_doc:
+    emp.update(c)
+  q = np.array(list(emp.values())) / lengths.sum()
+  assert h == pytest.approx(float(-(q * np.log(q)).sum()), abs=0.01)
+  assert 4.5 < h < math.log(tok.vocab_size)

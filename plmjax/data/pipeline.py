@@ -267,6 +267,25 @@ class _Streams(grain.IterDataset):
     return _StreamIterator([p.__iter__() for p in self._parents], *self.args)
 
 
+def document_rows(texts, tok: Tokenizer, seq_len: int, mode: str = "packed",
+                  special_tokens: str = "eos") -> dict[str, np.ndarray]:
+  """Documents (sentences joined by "\n") -> every row the pipeline cuts them into, in order,
+  stacked [N, T]: "packed" rows (as an eval split reads them), or "stream" rows of one stream with
+  `target_ids` [N, T]. What `plmjax predict ... score` scores, so that it reads a text as
+  `plmjax eval` does."""
+  docs = grain.MapDataset.source([tokenize_document({"text": t}, tok) for t in texts])
+  docs = docs.to_iter_dataset(grain.ReadOptions(num_threads=0))
+  if mode == "packed":
+    rows = list(_Packed(docs, seq_len, tok, special_tokens))
+  elif mode == "stream":
+    rows = [{k: v[0] for k, v in b.items()} for b in _Streams([docs], seq_len, tok, special_tokens)]
+  else:
+    raise ValueError(f"document_rows: mode must be 'packed' or 'stream', not {mode!r}")
+  if not rows:
+    raise ValueError("document_rows: the text has no tokens")
+  return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
 # ---- sentence pairs (NSP) ------------------------------------------------------------------------------
 def _sentences(doc: dict, a: int, b: int) -> dict[str, np.ndarray]:
   lo, hi = np.searchsorted(doc["sent"], [a, b])
@@ -387,6 +406,7 @@ def build_dataset(data_cfg, *, split: str = "train", global_batch_size: int, seq
               batch_rows=rows, tokenizer=tok.name, vocab_size=tok.vocab_size)
   if not data_cfg.path:
     info["entropy_floor_nats"] = synthetic.entropy_floor_nats()
+    info["unigram_entropy_nats"] = synthetic.unigram_entropy_nats()
   read = grain.ReadOptions(num_threads=data_cfg.read_threads, prefetch_buffer_size=max(4 * rows, 16))
   if mode == "stream":
     if len(order) < rows:

@@ -283,10 +283,12 @@ class Grammar:
     pieces = lambda w: 1 if w == END else len(w) // 2
     ent_words = sum(len(t) for t in self.entity_names) / c.num_entities
     ent_tokens = sum(pieces(w) for t in self.entity_names for w in t) / c.num_entities
-    # per slot: (entropy, words, tokens); all states have the same sizes, so use state 0.
-    slot = {k: (d.entropy, 1.0, d.mean(pieces)) for k, d in
-            (("D", self.det), ("P", self.prep), ("N", self.noun[0]), ("V", self.verb[0]),
-             ("A", self.adj[0]))}
+    # per slot: (entropy, words, tokens). The state is uniform in every sentence (the first is
+    # uniform, the transition doubly stochastic); the states' distributions have equal entropies
+    # but their words have different lengths, so tokens are averaged over the states.
+    slot = {k: (ds[0].entropy, 1.0, sum(d.mean(pieces) for d in ds) / len(ds)) for k, ds in
+            (("D", [self.det]), ("P", [self.prep]), ("N", self.noun), ("V", self.verb),
+             ("A", self.adj))}
     slot["PHR"] = (self.phrase.entropy, self.phrase.mean(len),
                    self.phrase.mean(lambda t: sum(pieces(w) for w in t)))
     slot["C"] = (0.0, 1.0, float(pieces(self.conj)))
@@ -312,6 +314,59 @@ class Grammar:
     h += math.log(c.max_sentences - c.min_sentences + 1) + math.log(c.max_protagonists)
     return {"per_document": h, "per_word": h / w, "per_token": h / t, "words_per_document": w,
             "tokens_per_document": t, "sentences_per_document": n_mean}
+
+  def token_unigram(self) -> dict[str, float]:
+    """Exact token frequencies of the corpus (built-in WordPiece pieces, no special tokens):
+    E[count of each token per document] / E[tokens per document], the limit of the empirical
+    unigram distribution. The topic state is uniform in every sentence (the first is uniform and
+    the transition is doubly stochastic) and every entity mention is marginally uniform over the
+    inventory, so each slot's token distribution is a fixed mixture."""
+    c = self.cfg
+
+    def pieces(w):
+      return [END] if w == END else [("" if i == 0 else "##") + w[i:i + 2] for i in range(0, len(w), 2)]
+
+    def words_of(dist_items, probs):            # expected token counts of one draw of a slot
+      out: dict[str, float] = {}
+      for item, p in zip(dist_items, probs):
+        for w in (item if isinstance(item, tuple) else (item,)):
+          for t in pieces(w):
+            out[t] = out.get(t, 0.0) + p
+      return out
+
+    def of(dist):
+      return words_of(dist.items, [math.exp(lp) for lp in dist.logp])
+
+    def mix(dists):
+      out: dict[str, float] = {}
+      for d in dists:
+        for t, v in of(d).items():
+          out[t] = out.get(t, 0.0) + v / len(dists)
+      return out
+
+    slot = {"D": of(self.det), "P": of(self.prep), "N": mix(self.noun), "V": mix(self.verb),
+            "A": mix(self.adj), "PHR": of(self.phrase), "C": words_of([self.conj], [1.0]),
+            END: {END: 1.0},
+            "E": words_of(self.entity_names, [1.0 / c.num_entities] * c.num_entities)}
+    uses: dict[str, float] = {}                 # expected uses of each slot per document
+    ks = range(1, c.max_protagonists + 1)
+    body = (c.min_sentences + c.max_sentences) / 2 - 1
+    for k in ks:
+      for s, n in (("E", k), ("C", k - 1), ("V", 1), ("D", 1), ("N", 1), (END, 1)):
+        uses[s] = uses.get(s, 0.0) + n / len(ks)
+    for pt, tmpl in zip(TEMPLATE_PROBS, TEMPLATES):
+      for s in tmpl + (END,):
+        uses[s] = uses.get(s, 0.0) + body * pt
+    counts: dict[str, float] = {}
+    for s, n in uses.items():
+      for t, v in slot[s].items():
+        counts[t] = counts.get(t, 0.0) + n * v
+    total = sum(counts.values())
+    return {t: v / total for t, v in counts.items()}
+
+  def unigram_entropy(self) -> float:
+    """Entropy of `token_unigram` in nats: the loss of the best context-free token predictor."""
+    return float(-sum(p * math.log(p) for p in self.token_unigram().values() if p > 0))
 
   def vocab(self) -> list[str]:
     """WordPiece vocabulary: specials, ".", syllables, "##" syllables (ids in this order)."""
@@ -353,3 +408,8 @@ def entropy_floor_nats(cfg: SyntheticConfig = SyntheticConfig()) -> dict[str, fl
   """Exact expected -log p: per_document, per_word, per_token (tokens of the built-in WordPiece
   vocabulary, no special tokens), plus expected words/tokens/sentences per document."""
   return grammar(cfg).entropy_floor()
+
+
+def unigram_entropy_nats(cfg: SyntheticConfig = SyntheticConfig()) -> float:
+  """Exact entropy of the corpus' token unigram distribution (Grammar.token_unigram), nats/token."""
+  return grammar(cfg).unigram_entropy()

@@ -61,6 +61,7 @@ from plmjax.train.mesh import BATCH_AXES, make_mesh, shard_batch
 from plmjax.train.optim import make_optimizer
 from plmjax.train.state import abstract_state, count_params, create_train_state
 from plmjax.train.step import make_eval_step, make_train_step, model_inputs_shapes
+from plmjax.train.summary import summary
 
 LM_LOSS_KEYS = ("clm_loss", "mlm_loss")   # token-level losses that have a perplexity
 
@@ -340,9 +341,10 @@ def _train(config, workdir: str, run=None) -> dict:
       with open(os.path.join(run.workdir, "config.json"), "w") as f:
         f.write(config.to_json_best_effort(indent=2))
     print(run.describe() + (f"; resumed at step {start}" if start else ""), flush=True)
-    floor = getattr(run, "train_data", None) and run.train_data.info.get("entropy_floor_nats")
-    if floor:
-      print(f"synthetic corpus entropy floor: {floor['per_token']:.3f} nats/token", flush=True)
+    info = getattr(getattr(run, "train_data", None), "info", None) or {}
+    if "unigram_entropy_nats" in info:
+      print(f"built-in corpus: unigram entropy {info['unigram_entropy_nats']:.3f} nats/token (no "
+            f"context), entropy floor {info['entropy_floor_nats']['per_token']:.3f}", flush=True)
 
   preempt = RunGuard(t.get("stop_timeout_s", 60), describe=run.checkpointer.describe_last)
   run.checkpointer.guard = preempt
@@ -394,6 +396,9 @@ def _train(config, workdir: str, run=None) -> dict:
                         f"{run.checkpointer.directory}/{done}; the same command resumes", done)
     run.checkpointer.wait()
     run.finish()
+    if is_main:
+      bar.close()
+      print(summary(run, last, last_eval), flush=True)      # steps, losses vs floors, files, try it
   finally:
     profiler.close()
     bar.close()
