@@ -4,15 +4,12 @@ the dEA head start fresh and are listed. Sources: a Hugging Face BertForPreTrain
 weights, save_pretrained) and a plmjax BERT run."""
 import os
 
-import flax.linen as nn
 import jax
 import numpy as np
-import pytest
 
 from plmjax.knowledge import data as kdata
-from plmjax.models import ernie_thu
 from plmjax.train import config as config_lib
-from plmjax.train.loop import Run, train_and_evaluate
+from plmjax.train.loop import Run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "experiments", "ernie_thu.py") + ":tiny"
