@@ -223,7 +223,7 @@ def test_classify_a_finetuned_run(tmp_path):
   cfg = get_finetune_config("experiments/finetune.py:sst2", [
       f"--config.data.dir={data}", "--config.data.tokenizer=build", "--config.data.vocab_size=30",
       f"--config.model.arch={arch}", "--config.data.max_len=16", "--config.data.buckets=(16,)",
-      "--config.train.batch_size=8", "--config.train.epochs=6", "--config.train.eval_every=0",
+      "--config.train.batch_size=8", "--config.train.epochs=12", "--config.train.eval_every=0",
       "--config.optimizer.learning_rate=3e-3"])
   out = train(cfg, tmp_path / "run")
   assert "final dev: accuracy" in out and "try it: plmjax predict" in out
