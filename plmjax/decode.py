@@ -21,6 +21,9 @@ token) and `step` (feed the token just chosen, logits for the next), given by a 
                                runs as one segment from zero memory (as a stream starts in training),
                                each step feeds one token with the memory of the last `mem_len`
                                positions, the model's memory update (Hugging Face's generation).
+  PermutationDecoding(model)   XLNet (plmjax.models.xlnet): each step predicts the next slot as the
+                               single target of a left-to-right factorisation order over the whole
+                               buffer (perm_mask hides it and everything after it).
 
 Prompts are left-padded [B, P] with `prompt_mask` (1 = real token); positions count real tokens
 only, so a left-padded prompt decodes exactly like the same prompt without padding.
@@ -36,6 +39,7 @@ import jax.numpy as jnp
 
 from plmjax.models.gpt import init_cache
 from plmjax.models.transformer_xl import TransformerXL
+from plmjax.models.xlnet import XLNet
 
 Array = jax.Array
 NEG = -1e9
@@ -193,11 +197,51 @@ class FragmentDecoding:
     return logits[:, 0], {**cache, "cache": mut["cache"]}
 
 
+@dataclasses.dataclass(frozen=True)
+class PermutationDecoding:
+  """XLNet (plmjax.models.xlnet.XLNet): the next token is the paper's partial prediction with one
+  target. The state is the token buffer [B, P + N] and the next slot t; each step runs the model
+  over the whole buffer with perm_mask hiding every slot >= t (and the prompt's padding) from every
+  position, and target_mapping pointing the query stream at slot t — the factorisation order of a
+  left-to-right reading, transformers' XLNet generation recipe. The query stream has no KV cache,
+  so a step costs a forward pass over P + N tokens. Buffer and validity are stored [B, S, 1, 1] so
+  that beam search reorders them like a KV cache."""
+  model: Any
+
+  def _logits(self, params, buf: Array, valid: Array, t: Array) -> Array:
+    b, s = buf.shape
+    visible = valid & (jnp.arange(s)[None, :] < t)                                   # [B, S]
+    perm = jnp.broadcast_to(~visible[:, None, :], (b, s, s)).astype(jnp.float32)     # [B, S, S]
+    target = jax.nn.one_hot(jnp.full((b, 1), t), s, dtype=jnp.float32)              # [B, 1, S]
+    out = self.model.apply({"params": params}, {"input_ids": buf, "perm_mask": perm,
+                                                "target_mapping": target})
+    return out["logits"][:, 0]                                                       # [B, V]
+
+  def prefill(self, params, prompt: Array, prompt_mask: Array, max_new_tokens: int):
+    b, p = prompt.shape
+    buf = jnp.concatenate([prompt, jnp.zeros((b, max_new_tokens), prompt.dtype)], 1)         # [B, S]
+    valid = jnp.concatenate([prompt_mask > 0, jnp.ones((b, max_new_tokens), bool)], 1)
+    t = jnp.asarray(p, jnp.int32)
+    state = {"buf": buf[:, :, None, None], "valid": valid[:, :, None, None], "t": t}
+    key_mask, positions = _prompt_layout(prompt_mask, p + max_new_tokens)
+    return self._logits(params, buf, valid, t), state, key_mask, positions[:, -1]
+
+  def step(self, params, cache, tokens: Array, positions: Array, key_mask: Array):
+    del positions, key_mask                      # relative positions; padding is in "valid"
+    t = cache["t"]
+    buf = cache["buf"][:, :, 0, 0].at[:, t].set(tokens.astype(cache["buf"].dtype))
+    valid = cache["valid"][:, :, 0, 0]
+    state = {**cache, "buf": buf[:, :, None, None], "t": t + 1}
+    return self._logits(params, buf, valid, t + 1), state
+
+
 def as_decoding(model):
   """A decoding adapter for `model`: itself if it is one, MemoryDecoding(model) for a
-  Transformer-XL, else CausalDecoding(model)."""
+  Transformer-XL, PermutationDecoding(model) for an XLNet, else CausalDecoding(model)."""
   if hasattr(model, "prefill") and hasattr(model, "step"):
     return model
+  if isinstance(model, XLNet):
+    return PermutationDecoding(model)
   return MemoryDecoding(model) if isinstance(model, TransformerXL) else CausalDecoding(model)
 
 

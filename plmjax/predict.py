@@ -233,6 +233,8 @@ def decoding_for(m: Loaded, mem_len: int = 0):
     return decode.PrefixLMDecoding(m.module, m.tokenizer.mask_id)
   if m.name == "mass":
     return decode.FragmentDecoding(m.module, m.tokenizer.mask_id)
+  if m.name == "xlnet":
+    return decode.PermutationDecoding(m.module)
   return decode.CausalDecoding(m.module)
 
 
@@ -267,7 +269,7 @@ def generate(m: Loaded, prompts: list[str], *, max_new_tokens: int = 20, sample:
              seed: int = 0, mem_len: int = 0) -> list[dict]:
   """-> per prompt {"prompt", "ids", "text"} (generated tokens only, cut at end-of-text)."""
   from plmjax import decode
-  _need(m, "generate", CAUSAL + ("unilm", "mass"))
+  _need(m, "generate", CAUSAL + ("unilm", "mass", "xlnet"))
   tok, dec, out = m.tokenizer, decoding_for(m, mem_len), []
   eos = tok.eos_id if tok.eos_id is not None else -1
   for i, prompt in enumerate(prompts):
@@ -276,7 +278,7 @@ def generate(m: Loaded, prompts: list[str], *, max_new_tokens: int = 20, sample:
       max_new_tokens, eos = len(where), -1
     else:
       ids = prompt_ids(m, prompt)
-    limit = getattr(m.module.config, "max_len", 0) if m.name not in ("transformer_xl", "mass") else 0
+    limit = getattr(m.module.config, "max_len", 0) if m.name not in ("transformer_xl", "mass", "xlnet") else 0
     if limit and len(ids) + max_new_tokens + (m.name == "unilm") > limit:
       raise PredictError(f"plmjax predict: prompt ({len(ids)} tokens) + --max-new-tokens "
                          f"{max_new_tokens} exceed the model's max_len {limit}")

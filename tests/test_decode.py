@@ -76,3 +76,38 @@ def test_beam_search_is_exact_when_the_beam_holds_every_sequence():
 def test_beam_size_one_is_greedy():
   seqs, _ = beam_search(MODEL, PARAMS, PROMPT, jnp.ones_like(PROMPT), max_new_tokens=5, beam_size=1)
   np.testing.assert_array_equal(seqs, naive_greedy(PROMPT, 5))
+
+
+def test_xlnet_generation_equals_stepwise_argmax_of_the_full_model():
+  """PermutationDecoding (a fixed buffer, slots >= t hidden) gives the tokens of the recipe it
+  implements run naively: at each step the prompt + tokens so far + one dummy slot, perm_mask
+  hiding the dummy from every position, target_mapping at the dummy, argmax — so the hidden future
+  slots have no influence; left padding changes nothing; one beam is greedy."""
+  from plmjax.decode import PermutationDecoding
+  from plmjax.models.xlnet import XLNet, XLNetConfig
+  model = XLNet(XLNetConfig(vocab_size=40, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64,
+                            dropout_rate=0.0, attention_dropout_rate=0.0, init_std=0.5))
+  prompt = jnp.asarray([[5, 9, 3, 17]], jnp.int32)
+  params = model.init(jax.random.PRNGKey(0), {"input_ids": prompt})["params"]
+  n = 6
+  got = sample(PermutationDecoding(model), params, prompt, jnp.ones_like(prompt), jax.random.PRNGKey(0),
+               max_new_tokens=n)
+  seq = list(np.asarray(prompt[0]))
+  for _ in range(n):
+    ids = jnp.asarray([seq + [0]], jnp.int32)
+    s = ids.shape[1]
+    perm = np.zeros((1, s, s), np.float32)
+    perm[:, :, -1] = 1.0
+    target = np.zeros((1, 1, s), np.float32)
+    target[0, 0, -1] = 1.0
+    logits = model.apply({"params": params}, {"input_ids": ids, "perm_mask": jnp.asarray(perm),
+                                              "target_mapping": jnp.asarray(target)})["logits"]
+    seq.append(int(jnp.argmax(logits[0, 0])))
+  assert list(np.asarray(got[0])) == seq[4:] and len(set(seq[4:])) > 1
+  padded = jnp.concatenate([jnp.zeros((1, 3), jnp.int32), prompt], 1)
+  mask = jnp.concatenate([jnp.zeros((1, 3), jnp.int32), jnp.ones_like(prompt)], 1)
+  again = sample(PermutationDecoding(model), params, padded, mask, jax.random.PRNGKey(0), max_new_tokens=n)
+  assert (np.asarray(again) == np.asarray(got)).all()
+  beam, _ = beam_search(PermutationDecoding(model), params, prompt, jnp.ones_like(prompt),
+                        max_new_tokens=n, beam_size=1)
+  assert (np.asarray(beam) == np.asarray(got)).all()
