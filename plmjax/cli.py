@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -174,8 +175,27 @@ def _run(args, config) -> int:
   return guard.EXIT_OK
 
 
+def enable_compile_cache() -> Optional[str]:
+  """XLA's persistent compilation cache, on by default for every command that compiles: a run whose
+  step shapes an earlier run already compiled (each run of a fine-tuning sweep, a resume, `plmjax
+  eval` after `train`) loads them instead of compiling again. Directory: $JAX_COMPILATION_CACHE_DIR
+  if set (JAX's own variable, untouched), else $PLMJAX_COMPILE_CACHE, else ~/.cache/plmjax/xla;
+  PLMJAX_COMPILE_CACHE="" turns it off. JAX keys entries by program, backend, versions and flags."""
+  import jax
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return os.environ["JAX_COMPILATION_CACHE_DIR"]
+  path = os.environ.get("PLMJAX_COMPILE_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "plmjax", "xla"))
+  if not path:
+    return None
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  return path
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args, rest = _parser().parse_known_args(argv)
+  if args.command not in ("tokenizer", "convert"):
+    enable_compile_cache()
   if args.command == "tokenizer":
     if rest:
       raise SystemExit(f"plmjax tokenizer: unexpected arguments {rest}")

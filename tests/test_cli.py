@@ -53,3 +53,21 @@ def test_tokenizer_command(tmp_path):
   text.write_text("\n".join(f"the cat {i} sat on the mat number {i % 7}" for i in range(300)))
   cli.main(["tokenizer", "--input", str(text), "--out", str(tmp_path / "sp"), "--vocab-size", "60"])
   assert (tmp_path / "sp.model").exists()
+
+
+def test_compile_cache_is_on_by_default_and_can_be_turned_off(tmp_path, monkeypatch):
+  import jax
+  from plmjax.cli import enable_compile_cache
+  old = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+  try:
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.setenv("PLMJAX_COMPILE_CACHE", str(tmp_path / "xla"))
+    assert enable_compile_cache() == str(tmp_path / "xla") == jax.config.jax_compilation_cache_dir
+    monkeypatch.setenv("PLMJAX_COMPILE_CACHE", "")
+    jax.config.update("jax_compilation_cache_dir", None)
+    assert enable_compile_cache() is None and jax.config.jax_compilation_cache_dir is None
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "jax"))
+    assert enable_compile_cache() == str(tmp_path / "jax") and jax.config.jax_compilation_cache_dir is None
+  finally:
+    jax.config.update("jax_compilation_cache_dir", old[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
