@@ -161,16 +161,17 @@ def test_engine_evaluation_threads_memory_across_eval_batches(tmp_path, mem_len)
   data = build_dataset(cfg.data, split=cfg.data.eval_split, global_batch_size=4,
                        seq_len=eval_seq_len(cfg), seed=cfg.train.seed)
   mems = model.init_mems(4)
+  apply = jax.jit(lambda p, inputs: model.apply({"params": p}, inputs))
   totals = {}
   for i, batch in zip(range(3), data):
     key = jax.random.fold_in(jax.random.PRNGKey(cfg.train.seed + 1), i)
     prepared = prepare_inputs(run.objective, batch, key)
-    outputs = model.apply({"params": params}, {**prepared["inputs"], "mems": mems})
+    outputs = apply(params, {**prepared["inputs"], "mems": mems})
     loss, m = run.objective.loss(outputs, prepared)
     n = float(m["num_targets"])
     totals["loss"] = totals.get("loss", 0.0) + float(loss) * n
     totals["n"] = totals.get("n", 0.0) + n
-    alone = run.objective.loss(model.apply({"params": params}, prepared["inputs"]), prepared)[0]
+    alone = run.objective.loss(apply(params, prepared["inputs"]), prepared)[0]
     if i and mem_len:
       assert abs(float(alone) - float(loss)) > 1e-3               # the memory matters here
     _, mems = scan_segments(model, params, prepared["inputs"]["input_ids"],
