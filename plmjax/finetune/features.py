@@ -205,5 +205,5 @@ def pad_to_bucket(rows: Sequence[dict], *, batch_size: int, buckets: Sequence[in
   return pad_batch(rows, batch_size, bucket_of(max(len(r["input_ids"]) for r in rows), buckets), pad_id)
 
 
-def num_batches(n: int, batch_size: int, drop_remainder: bool = False) -> int:
-  return n // batch_size if drop_remainder else -(-n // batch_size)
+def num_batches(n: int, batch_size: int) -> int:
+  return -(-n // batch_size)
