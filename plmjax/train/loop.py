@@ -162,11 +162,11 @@ class Run:
     self.eval_model = self.model.clone(config=dataclasses.replace(self.model_config, **overrides)) \
         if overrides else self.model
     self.eval_carry = self.model_state_init(config, t.batch_size, self.eval_model)
-    carry_shardings = {k: NamedSharding(self.mesh, spec)
-                       for k, spec in self.eval_carry["model_state_specs"].items()} \
+    self.eval_carry_shardings = {k: NamedSharding(self.mesh, spec)
+                                 for k, spec in self.eval_carry["model_state_specs"].items()} \
         if self.eval_carry else None
     self.eval_step = make_eval_step(self.eval_model, self.objective, self.mesh, self.shardings,
-                                    self.batch_shapes, carry_shardings=carry_shardings)
+                                    self.batch_shapes, carry_shardings=self.eval_carry_shardings)
     self.checkpointer = Checkpointer(os.path.join(self.workdir, "checkpoints"), t.keep_checkpoints,
                                      best_metric=t.get("best_metric", ""),
                                      best_mode=t.get("best_mode", "max"),
@@ -248,8 +248,7 @@ class Run:
                          seq_len=config_lib.eval_seq_len(cfg), seed=t.seed, **self.process)
     carry = None
     if self.eval_carry:
-      shardings = {k: NamedSharding(self.mesh, s) for k, s in self.eval_carry["model_state_specs"].items()}
-      carry = jax.jit(self.eval_carry["init_model_state"], out_shardings=shardings)()
+      carry = jax.jit(self.eval_carry["init_model_state"], out_shardings=self.eval_carry_shardings)()
     totals, weight = {}, 0.0
     for i, batch in enumerate(itertools.islice(data, None if t.eval_steps < 0 else t.eval_steps)):
       key = jax.random.fold_in(jax.random.PRNGKey(t.seed + 1), i)

@@ -15,8 +15,6 @@ import shlex
 from typing import Optional
 
 TOKEN_LOSSES = ("mlm_loss", "clm_loss")
-MASKED = ("bert", "bert_wwm", "roberta", "spanbert", "ernie1", "unilm")
-CAUSAL = ("gpt1", "gpt2", "transformer_xl")
 
 
 def _fmt(metrics: Optional[dict], keys=("loss",) + TOKEN_LOSSES) -> str:
@@ -36,6 +34,7 @@ def _floors(run) -> Optional[tuple[float, float]]:
 def example_command(run) -> str:
   """The `plmjax predict` command to try this run (a sentence of the eval split, for the
   built-in corpus)."""
+  from plmjax.predict import CAUSAL, MASKED      # the families each predict command takes
   workdir = shlex.quote(run.workdir)
   if "task" in run.config:
     return f"plmjax predict {workdir} classify 'a sentence to label'"
